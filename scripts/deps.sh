@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Install everything the harness, the QEMU builds, the tests and the
+# benchmarks need, from Debian's registries only.  Idempotent: a second run
+# installs nothing and does not touch the network unless a package is missing.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+SOURCES=/etc/apt/sources.list.d/debian.sources
+OURS=/etc/apt/sources.list.d/qemu-reclaim.sources
+
+# Packages from bookworm itself.
+PKGS=(
+    build-essential pkg-config git ninja-build bzip2 xz-utils
+    python3 python3-venv libglib2.0-dev libfdt-dev libpixman-1-dev zlib1g-dev
+    libgoogle-perftools-dev libjemalloc-dev
+    dpkg-dev
+)
+# Packages that bookworm has only in too old a version.
+BACKPORTS=(meson python3-pycotap)
+
+# Derive the deb-src and backports entries from the machine's own Debian
+# entry, so that no mirror host name ever lives in this repository.
+add_sources() {
+    [ -f "$OURS" ] && return 1
+    [ -r "$SOURCES" ] || die "$SOURCES not found: cannot derive apt entries"
+    local uris signed
+    uris=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' "$SOURCES")
+    signed=$(awk '/^Signed-By:/ {print $2; exit}' "$SOURCES")
+    [ -n "$uris" ] || die "no Debian archive URI in $SOURCES"
+    info "adding bookworm-backports and deb-src entries ($OURS)"
+    cat > "$OURS" <<SRC
+Types: deb deb-src
+URIs: $uris
+Suites: bookworm-backports
+Components: main
+Signed-By: $signed
+
+Types: deb-src
+URIs: $uris
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: $signed
+SRC
+    return 0
+}
+
+missing() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
+            echo "$p"
+    done
+}
+
+step "Checking packages"
+need_root
+updated=0
+if add_sources || [ ! -e /var/lib/apt/lists/partial ] ||
+   ! ls /var/lib/apt/lists/*bookworm-backports*Packages >/dev/null 2>&1; then
+    info "apt-get update"
+    apt-get update -q >/dev/null || die "apt-get update failed"
+    updated=1
+fi
+mapfile -t need < <(missing "${PKGS[@]}" "${EXTRA_PKGS[@]+"${EXTRA_PKGS[@]}"}")
+mapfile -t needbp < <(missing "${BACKPORTS[@]}")
+# meson from bookworm (1.0) is too old for QEMU 10: insist on >= 1.5.
+if [ ${#needbp[@]} -eq 0 ] &&
+   ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' meson)" ge 1.5; then
+    needbp=(meson)
+fi
+if [ ${#need[@]} -gt 0 ] || [ ${#needbp[@]} -gt 0 ]; then
+    [ $updated = 1 ] || apt-get update -q >/dev/null || die "apt-get update failed"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ ${#need[@]} -gt 0 ]; then
+        info "installing: ${need[*]}"
+        apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null ||
+            die "apt-get install ${need[*]} failed"
+    fi
+    if [ ${#needbp[@]} -gt 0 ]; then
+        info "installing from bookworm-backports: ${needbp[*]}"
+        apt-get install -y -q --no-install-recommends -t bookworm-backports \
+            "${needbp[@]}" >/dev/null ||
+            die "apt-get install -t bookworm-backports ${needbp[*]} failed"
+    fi
+else
+    info "all packages present"
+fi
