@@ -199,7 +199,8 @@ int main(int argc, char **argv)
     t0 = get_clock();
     if (oneshot) {
         oneshot_release();
-    } else if (!qemu_allocator_release(0, &r, &error_abort)) {
+    } else if (!qemu_allocator_release(QEMU_ALLOCATOR_MANUAL, 0, &r,
+                                       &error_abort)) {
         return 1;
     }
     duration = get_clock() - t0;
