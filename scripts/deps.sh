@@ -57,7 +57,7 @@ step "Checking packages"
 need_root
 updated=0
 if add_sources || [ ! -e /var/lib/apt/lists/partial ] ||
-   ! ls /var/lib/apt/lists/*bookworm-backports*Packages >/dev/null 2>&1; then
+   ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1; then
     info "apt-get update"
     apt-get update -q >/dev/null || die "apt-get update failed"
     updated=1

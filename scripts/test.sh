@@ -66,6 +66,12 @@ for v in "${variants[@]}"; do
     step "Unit tests, variant '$v'"
     b=$QR_WORK/build-$v
     run_tap "$v/test-allocator" "$b/tests/unit/test-allocator"
+    step "QTests, variant '$v' (real QEMU processes over QMP)"
+    export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
+    export QTEST_QEMU_IMG=$b/qemu-img
+    for t in allocator-test qmp-test qmp-cmd-test test-hmp; do
+        run_tap "$v/$t" "$b/tests/qtest/$t"
+    done
 done
 
 step "Summary"
