@@ -70,7 +70,8 @@ for line in open(sys.argv[1]):
 quiet = [("freed_mib", "freed MiB"), ("returned_mib", "returned MiB"),
          ("returned_pct", "returned %"), ("release_ms", "release ms"),
          ("floor_ms", "madvise floor ms"), ("ratio", "x floor"),
-         ("steps", "steps"), ("max_step_ms", "longest step ms")]
+         ("steps", "steps"), ("max_step_ms", "longest step ms"),
+         ("stats_p50_us", "get_stats p50 us"), ("stats_p99_us", "get_stats p99 us")]
 loaded = [("release_ms", "release ms, probe running"),
           ("stall_ms", "probe's worst stall ms"),
           ("idle_stall_ms", "probe's worst w/o release ms")]
