@@ -45,6 +45,7 @@ typedef struct Fragmenter {
     guint32 seed;
     GPtrArray *kept;
     uint64_t freed;
+    uint64_t kept_bytes;
 } Fragmenter;
 
 typedef struct Probe {
@@ -79,6 +80,8 @@ static void *fragment(void *opaque)
             f->freed += g_array_index(sizes, size_t, i);
             g_free(f->kept->pdata[i]);
             f->kept->pdata[i] = NULL;
+        } else {
+            f->kept_bytes += g_array_index(sizes, size_t, i);
         }
     }
     return NULL;
@@ -165,7 +168,8 @@ int main(int argc, char **argv)
     QemuAllocatorStats before, after;
     QemuAllocatorRelease r = { 0 };
     Probe probe = { 0 };
-    uint64_t freed_bytes = 0, rss_before, rss_after, returned;
+    uint64_t freed_bytes = 0, kept_bytes = 0, rss_start, rss_before;
+    uint64_t rss_after, returned, cached;
     int64_t t0, duration, floor_ns, idle_worst = 0;
     int i;
 
@@ -180,6 +184,7 @@ int main(int argc, char **argv)
     }
     qemu_allocator_set_idle_interval(0);
 
+    rss_start = qemu_process_rss();
     for (i = 0; i < THREADS; i++) {
         frag[i] = (Fragmenter) { .bytes = mib * MiB / THREADS,
                                  .seed = 1000 + i };
@@ -189,6 +194,7 @@ int main(int argc, char **argv)
     for (i = 0; i < THREADS; i++) {
         qemu_thread_join(&frag[i].thread);
         freed_bytes += frag[i].freed;
+        kept_bytes += frag[i].kept_bytes;
     }
 
     if (with_probe) {
@@ -230,12 +236,19 @@ int main(int argc, char **argv)
     qemu_allocator_get_stats(&after);
 
     returned = rss_before > rss_after ? rss_before - rss_after : 0;
+    /*
+     * What the allocator still caches: RSS above what the process had
+     * before the workload plus what the workload kept alive.  Allocators
+     * that returned part of the freed memory by themselves cache less.
+     */
+    cached = rss_before - MIN(rss_before, rss_start + kept_bytes);
     floor_ns = madvise_floor_ns(returned);
 
     printf("backend=%s mode=%s%s workload_mib=%" PRIu64
            " freed_mib=%.1f free_before_mib=%.1f releasable_before_mib=%.1f"
            " rss_before_mib=%.1f rss_after_mib=%.1f returned_mib=%.1f"
-           " returned_pct=%.1f release_ms=%.2f floor_ms=%.2f ratio=%.2f"
+           " cached_mib=%.1f returned_pct=%.1f"
+           " release_ms=%.2f floor_ms=%.2f ratio=%.2f"
            " steps=%u max_step_ms=%.2f stall_ms=%.2f idle_stall_ms=%.2f"
            " probe_ops=%" PRIu64 " left_free_mib=%.1f"
            " left_releasable_mib=%.1f stats_p50_us=%.1f stats_p99_us=%.1f\n",
@@ -243,8 +256,8 @@ int main(int argc, char **argv)
            with_probe ? "+probe" : "", mib,
            freed_bytes / (double)MiB, before.free / (double)MiB, before.releasable / (double)MiB,
            rss_before / (double)MiB, rss_after / (double)MiB,
-           returned / (double)MiB,
-           100.0 * returned / MAX(freed_bytes, 1),
+           returned / (double)MiB, cached / (double)MiB,
+           100.0 * returned / MAX(cached, 1),
            duration / 1e6, floor_ns / 1e6,
            (double)duration / MAX(floor_ns, 1),
            r.steps, r.max_step_ns / 1e6, probe.worst_ns / 1e6,

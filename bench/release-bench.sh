@@ -67,8 +67,9 @@ rows = {}
 for line in open(sys.argv[1]):
     d = dict(kv.split("=", 1) for kv in line.split())
     rows.setdefault((d["backend"], d["mode"]), []).append(d)
-quiet = [("freed_mib", "freed MiB"), ("returned_mib", "returned MiB"),
-         ("returned_pct", "returned %"), ("release_ms", "release ms"),
+quiet = [("freed_mib", "freed MiB"), ("cached_mib", "still cached MiB"),
+         ("returned_mib", "returned MiB"),
+         ("returned_pct", "returned % of cached"), ("release_ms", "release ms"),
          ("floor_ms", "madvise floor ms"), ("ratio", "x floor"),
          ("steps", "steps"), ("max_step_ms", "longest step ms"),
          ("stats_p50_us", "get_stats p50 us"), ("stats_p99_us", "get_stats p99 us")]
