@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     *) variants+=("$1"); shift ;;
     esac
 done
-[ ${#variants[@]} -gt 0 ] || read -r -a variants <<<"$QR_VARIANTS_ALL"
+[ ${#variants[@]} -gt 0 ] || variants=(system tcmalloc jemalloc)
 OUT=$QR_TOP/bench/out
 mkdir -p "$OUT"
 

@@ -4,6 +4,7 @@
 #   system    glibc malloc, malloc_trim enabled
 #   tcmalloc  --enable-malloc=tcmalloc (gperftools)
 #   jemalloc  --enable-malloc=jemalloc
+#   asan      AddressSanitizer + UndefinedBehaviorSanitizer, system allocator
 # Usage: scripts/build.sh [variant...]   (default: all three)
 # A second run only rebuilds what changed.
 set -euo pipefail
@@ -33,6 +34,9 @@ variant_flags() {
     system)   echo --enable-malloc-trim ;;
     tcmalloc) echo --enable-malloc=tcmalloc ;;
     jemalloc) echo --enable-malloc=jemalloc ;;
+    # The sanitizers replace malloc: nothing of glibc's to trim or count,
+    # so this build has the "system" backend that says so.
+    asan)     echo --enable-asan --enable-ubsan --disable-malloc-trim ;;
     *) die "unknown variant '$1' (known: $QR_VARIANTS_ALL)" ;;
     esac
 }

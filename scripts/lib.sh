@@ -7,7 +7,7 @@ QR_WORK=${QR_WORK:-$QR_TOP/build}              # generated, ignored by git
 QR_TREE=${QR_TREE:-$QR_WORK/qemu}              # the generated QEMU git tree
 QR_CACHE=${QR_CACHE:-/var/cache/qemu-reclaim}  # survives fresh clones (CI)
 QR_PATCHES=$QR_TOP/qemu-patches
-QR_VARIANTS_ALL="system tcmalloc jemalloc"
+QR_VARIANTS_ALL="system tcmalloc jemalloc asan"
 
 QEMU_VERSION=10.0.2
 QEMU_ORIG=qemu_${QEMU_VERSION}+ds.orig.tar.xz

@@ -60,12 +60,39 @@ check_export_roundtrip() {
     rm -rf "$tmp"
 }
 
+# Every patch as upstream and pve-qemu receive it: checkpatch.pl clean,
+# no error and no warning.
+check_checkpatch() {
+    local p out
+    step "checkpatch.pl on every patch"
+    for p in "$QR_PATCHES"/*.patch "$QR_PATCHES"/pve/*.patch; do
+        [ -e "$p" ] || continue
+        out=$(cd "$QR_TREE" && ./scripts/checkpatch.pl --no-color "$p" 2>&1 || true)
+        if grep -q '^total: 0 errors, 0 warnings' <<<"$out" ||
+           grep -q 'has no obvious style problems' <<<"$out"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            failures+=("checkpatch:$(basename "$p")")
+            info "FAILED: checkpatch on $(basename "$p"):"
+            grep -E -A3 '^(ERROR|WARNING)' <<<"$out" | head -n 20 >&2
+        fi
+    done
+    info "checked $(ls "$QR_PATCHES"/*.patch "$QR_PATCHES"/pve/*.patch 2>/dev/null | wc -l) patches"
+}
+
 check_export_roundtrip
+check_checkpatch
 
 for v in "${variants[@]}"; do
     step "Unit tests, variant '$v'"
     b=$QR_WORK/build-$v
+    # Sanitizer findings fail the test; leaks are checked in the unit test,
+    # not in QEMU processes (QEMU does not free everything at exit).
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    export ASAN_OPTIONS=detect_leaks=1
     run_tap "$v/test-allocator" "$b/tests/unit/test-allocator"
+    export ASAN_OPTIONS=detect_leaks=0
     step "QTests, variant '$v' (real QEMU processes over QMP)"
     export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
     export QTEST_QEMU_IMG=$b/qemu-img
@@ -73,6 +100,19 @@ for v in "${variants[@]}"; do
         run_tap "$v/$t" "$b/tests/qtest/$t"
     done
 done
+
+# Last, as it checks out older commits: every prefix of the series builds.
+if [ -z "${QR_SKIP_PREFIXES:-}" ]; then
+    step "Every prefix of the series builds (tcmalloc)"
+    if "$QR_TOP/scripts/check-prefixes.sh" tcmalloc >"$LOGS/prefixes.log" 2>&1; then
+        passed=$((passed + 1))
+        info "ok: $(tail -n 1 "$LOGS/prefixes.log" | sed 's/^ *//')"
+    else
+        failed=$((failed + 1))
+        failures+=("prefixes")
+        tail -n 20 "$LOGS/prefixes.log" | sed 's/^/      | /' >&2
+    fi
+fi
 
 step "Summary"
 if [ ${#failures[@]} -gt 0 ]; then
