@@ -96,7 +96,8 @@ for v in "${variants[@]}"; do
     step "QTests, variant '$v' (real QEMU processes over QMP)"
     export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
     export QTEST_QEMU_IMG=$b/qemu-img
-    for t in allocator-test allocator-backup-test qmp-test qmp-cmd-test test-hmp; do
+    for t in allocator-test allocator-backup-test allocator-torture-test \
+             qmp-test qmp-cmd-test test-hmp; do
         run_tap "$v/$t" "$b/tests/qtest/$t"
     done
 done
