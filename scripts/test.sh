@@ -100,6 +100,12 @@ for v in "${variants[@]}"; do
              qmp-test qmp-cmd-test test-hmp; do
         run_tap "$v/$t" "$b/tests/qtest/$t"
     done
+    # Not under the sanitizers: their allocator keeps freed memory in a
+    # quarantine, which is what this test must not be about.
+    if [ "$v" != asan ]; then
+        step "Memory pressure, variant '$v' (a memory cgroup made by the test)"
+        run_tap "$v/memory-pressure" "$QR_PYTHON" "$QR_TOP/tests/memory-pressure.py"
+    fi
 done
 
 # Last, as it checks out older commits: every prefix of the series builds.

@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Releases while QEMU runs near a cgroup memory limit.
+
+Starts the QEMU in $QTEST_QEMU_BINARY, puts it in a memory cgroup this
+test creates (v2, or v1's memory controller) with a limit 192 MiB above
+its resident memory, fills the allocator with a backup job (automatic
+release off), then releases and backs up again, twice.  Checks: QEMU is
+never OOM-killed, each release brings RSS down, the cgroup never hit its
+limit's OOM, and QEMU still answers.  Speaks TAP; skips with the reason
+where no writable memory cgroup exists.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SIZE = 256 << 20
+HEADROOM = 192 << 20
+results = []
+
+
+def tap(ok, name, diag=None):
+    results.append(ok)
+    print("%s %d %s" % ("ok" if ok else "not ok", len(results), name))
+    if diag:
+        print("# " + diag)
+    sys.stdout.flush()
+
+
+def find_cgroup_root():
+    """(kind, directory) of a memory cgroup hierarchy we may write."""
+    v2 = "/sys/fs/cgroup"
+    try:
+        with open(os.path.join(v2, "cgroup.controllers")) as f:
+            if "memory" in f.read().split() and os.access(v2, os.W_OK):
+                return "v2", v2
+    except OSError:
+        pass
+    v1 = "/sys/fs/cgroup/memory"
+    if os.path.exists(os.path.join(v1, "memory.limit_in_bytes")) and \
+            os.access(v1, os.W_OK):
+        return "v1", v1
+    return None, None
+
+
+class Cgroup:
+    def __init__(self, kind, root):
+        self.kind = kind
+        self.path = os.path.join(root, "qemu-reclaim-test-%d" % os.getpid())
+        os.mkdir(self.path)
+
+    def write(self, name, value):
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(str(value))
+
+    def read(self, name):
+        with open(os.path.join(self.path, name)) as f:
+            return f.read()
+
+    def set_limit(self, limit):
+        self.write("memory.max" if self.kind == "v2" else
+                   "memory.limit_in_bytes", limit)
+
+    def add(self, pid):
+        self.write("cgroup.procs", pid)
+
+    def oom_kills(self):
+        if self.kind == "v2":
+            for line in self.read("memory.events").splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+            return 0
+        for line in self.read("memory.oom_control").splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self):
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+class QMP:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        # a QEMU that stops answering fails the test instead of hanging it
+        self.sock.settimeout(120)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rw")
+        self.events = []
+        json.loads(self.file.readline())
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.file.flush()
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise RuntimeError("QEMU closed the connection")
+            msg = json.loads(line)
+            if "event" in msg:
+                self.events.append(msg["event"])
+                continue
+            if "error" in msg:
+                raise RuntimeError("%s: %s" % (name, msg["error"]["desc"]))
+            return msg["return"]
+
+
+def rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
+def main():
+    qemu = os.environ.get("QTEST_QEMU_BINARY")
+    if not qemu:
+        print("1..0 # SKIP QTEST_QEMU_BINARY is not set")
+        return 0
+    kind, root = find_cgroup_root()
+    if not kind:
+        print("1..0 # SKIP no writable memory cgroup on this machine")
+        return 0
+    print("1..6")
+    work = tempfile.mkdtemp(prefix="memory-pressure-")
+    src = os.path.join(work, "source.raw")
+    with open(src, "wb") as f:
+        for i in range(SIZE >> 20):
+            f.write(bytes([0x41 + i % 100]) * (1 << 20))
+    sock = os.path.join(work, "qmp.sock")
+    proc = subprocess.Popen(
+        [qemu, "-machine", "none", "-nodefaults", "-display", "none",
+         "-accel", "kvm", "-accel", "qtest",
+         "-object", "allocator-policy,id=policy,release-after-backup=off",
+         "-qmp", "unix:%s,server=on,wait=on" % sock],
+        stderr=subprocess.DEVNULL)
+    cg = Cgroup(kind, root)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("QEMU did not start")
+            time.sleep(0.01)
+        qmp = QMP(sock)
+        can_release = qmp.cmd("x-query-allocator-stats")["can-release"]
+        cg.add(proc.pid)
+        limit = rss(proc.pid) + HEADROOM
+        cg.set_limit(limit)
+        qmp.cmd("blockdev-add", driver="raw", **{"node-name": "src"},
+                file={"driver": "file", "filename": src})
+        qmp.cmd("blockdev-add", driver="null-co", size=SIZE,
+                **{"node-name": "dst", "latency-ns": 50000000})
+        drops = []
+        for rnd in range(2):
+            qmp.cmd("blockdev-backup", device="src", target="dst",
+                    sync="full",
+                    **{"job-id": "job%d" % rnd,
+                       "x-perf": {"use-copy-range": False,
+                                  "max-workers": 2048, "max-chunk": 65536}})
+            deadline = time.monotonic() + 300
+            while qmp.events.count("BLOCK_JOB_COMPLETED") <= rnd:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("backup %d did not end in 300 s" % rnd)
+                qmp.cmd("query-status")
+                time.sleep(0.02)
+            before = rss(proc.pid)
+            if can_release:
+                rel = qmp.cmd("x-release-free-memory")["release"]
+                drops.append((before - rss(proc.pid), rel["returned"]))
+        tap(proc.poll() is None, "QEMU survived two backups %d MiB from its "
+            "limit" % (HEADROOM >> 20))
+        tap(cg.oom_kills() == 0, "no OOM kill in the cgroup")
+        if can_release:
+            tap(all(d > 0 for d, _ in drops), "each release under pressure "
+                "brought RSS down",
+                "RSS drops (MiB): %s" % [round(d / 2**20, 1) for d, _ in drops])
+            tap(all(r > 0 for _, r in drops), "each release says it returned "
+                "memory")
+        else:
+            tap(True, "# SKIP this build's allocator cannot release")
+            tap(True, "# SKIP this build's allocator cannot release")
+        tap(rss(proc.pid) < limit, "RSS ends below the limit")
+        tap(qmp.cmd("query-status")["status"] in ("running", "prelaunch"),
+            "QEMU still answers")
+        qmp.cmd("quit")
+        proc.wait(timeout=30)
+    except Exception as e:   # report, never hang
+        tap(False, "test aborted: %s" % e)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cg.remove()
+        for f in os.listdir(work):
+            os.unlink(os.path.join(work, f))
+        os.rmdir(work)
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
