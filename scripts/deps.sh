@@ -14,7 +14,7 @@ PKGS=(
     build-essential pkg-config git ninja-build bzip2 xz-utils
     python3 python3-venv libglib2.0-dev libfdt-dev libpixman-1-dev zlib1g-dev
     libgoogle-perftools-dev libjemalloc-dev
-    dpkg-dev
+    dpkg-dev python3-docutils python3-sphinx python3-sphinx-rtd-theme
 )
 # Packages that bookworm has only in too old a version.
 BACKPORTS=(meson python3-pycotap)

@@ -10,6 +10,7 @@ read -r -a variants <<<"${QR_VARIANTS:-$QR_VARIANTS_ALL}"
 LOGS=$QR_WORK/test-logs
 passed=0
 failed=0
+skipped=0
 failures=()
 
 "$QR_TOP/scripts/deps.sh"
@@ -24,7 +25,8 @@ run_tap() {
     mkdir -p "$(dirname "$log")"
     info "$name"
     "$@" --tap -k >"$log" 2>&1 || rc=$?
-    ok=$(grep -c '^ok ' "$log" || true)
+    ok=$(grep '^ok ' "$log" | grep -vc '# SKIP' || true)
+    skipped=$((skipped + $(grep '^ok ' "$log" | grep -c '# SKIP' || true)))
     nok=$(grep -c '^not ok ' "$log" || true)
     if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then
         nok=1   # died without saying which case
@@ -108,6 +110,17 @@ for v in "${variants[@]}"; do
     fi
 done
 
+# The series' docs page and QAPI doc comments render in QEMU's manual.
+step "QEMU's manual with the series"
+if "$QR_TOP/scripts/check-docs.sh" >"$LOGS/docs.log" 2>&1; then
+    passed=$((passed + 1))
+    info "ok: $(tail -n 1 "$LOGS/docs.log" | sed 's/^ *//')"
+else
+    failed=$((failed + 1))
+    failures+=("docs")
+    tail -n 20 "$LOGS/docs.log" | sed 's/^/      | /' >&2
+fi
+
 # Last, as it checks out older commits: every prefix of the series builds.
 if [ -z "${QR_SKIP_PREFIXES:-}" ]; then
     step "Every prefix of the series builds (tcmalloc)"
@@ -125,5 +138,5 @@ step "Summary"
 if [ ${#failures[@]} -gt 0 ]; then
     info "failed: ${failures[*]} (logs in $LOGS)"
 fi
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
