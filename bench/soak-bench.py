@@ -66,6 +66,9 @@ def soak(qemu, work, src, cycles):
                          rel["release"]["duration-us"] / 1e3))
             qmp.events = [e for e in qmp.events
                           if e["event"] == "BLOCK_JOB_COMPLETED"]
+            if (i + 1) % max(1, cycles // 10) == 0:
+                print("#   %d cycles, RSS %.1f MiB, release %.2f ms"
+                      % (i + 1, rows[-1][0] / 2**20, rows[-1][2]), flush=True)
         qmp.cmd("quit")
         return rows
     finally:
@@ -98,7 +101,8 @@ def main():
             rows[-1][1] / 2**20,
             statistics.median(r[2] for r in rows[:tenth]),
             statistics.median(r[2] for r in rows[-tenth:])), flush=True)
-    os.unlink(src)
+    for f in os.listdir(work):
+        os.unlink(os.path.join(work, f))
     os.rmdir(work)
 
 
