@@ -29,14 +29,7 @@ spec = importlib.util.spec_from_file_location(
     "qmpbench", os.path.join(os.path.dirname(__file__), "qmp-bench.py"))
 qb = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(qb)
-
-
-def rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) << 10
-    return 0
+rss = qb.rss
 
 
 def one_round(qemu, work, sources, auto):

@@ -25,9 +25,13 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+from qmplib import QMP, rss  # noqa: E402,F401
 
 SIZE = 256 << 20
 JOBS = 3
@@ -39,37 +43,6 @@ def pct(values, p):
         return float("nan")
     k = min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))
     return values[k]
-
-
-class QMP:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rw")
-        self.events = []
-        json.loads(self.file.readline())
-        self.cmd("qmp_capabilities")
-
-    def send(self, name, **args):
-        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.file.flush()
-
-    def receive(self):
-        while True:
-            msg = json.loads(self.file.readline())
-            if "event" in msg:
-                self.events.append(msg)
-                continue
-            if "error" in msg:
-                raise RuntimeError(msg["error"]["desc"])
-            return msg["return"]
-
-    def cmd(self, name, **args):
-        self.send(name, **args)
-        return self.receive()
-
-    def count_events(self, name):
-        return sum(1 for e in self.events if e["event"] == name)
 
 
 class HMP:
@@ -114,6 +87,8 @@ def one_round(qemu, work, sources):
     proc = subprocess.Popen(
         [qemu, "-machine", "none", "-nodefaults", "-display", "none",
          "-accel", "kvm", "-accel", "qtest",
+         # measure the manual release: no automatic one after the backups
+         "-object", "allocator-policy,id=policy,release-after-backup=off",
          "-chardev", "socket,id=hmp0,path=%s,server=on,wait=off" % hmp_path,
          "-mon", "chardev=hmp0,mode=readline",
          "-qmp", "unix:%s,server=on,wait=on" % qmp_path],

@@ -8,10 +8,10 @@ Usage: demo-session.py QEMU_BINARY WORKDIR
 """
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
+
+from qmplib import QMP, rss, start_qemu
 
 SIZE = 256 << 20
 
@@ -20,43 +20,11 @@ def mib(n):
     return "%.1f MiB" % (n / (1 << 20))
 
 
-class QMP:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rw")
-        self.events = []
-        json.loads(self.file.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.file.flush()
-        while True:
-            msg = json.loads(self.file.readline())
-            if "event" in msg:
-                self.events.append(msg)
-                continue
-            if "error" in msg:
-                raise RuntimeError("%s: %s" % (name, msg["error"]["desc"]))
-            return msg["return"]
-
-    def hmp(self, line):
-        return self.cmd("human-monitor-command", **{"command-line": line})
-
-    def wait_event(self, name):
-        while not any(e["event"] == name for e in self.events):
-            self.cmd("query-status")
-            time.sleep(0.05)
-        return [e for e in self.events if e["event"] == name][-1]
-
-
-def rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) << 10
-    return 0
+def wait_event(qmp, name):
+    while not qmp.count_events(name):
+        qmp.cmd("query-status")
+        time.sleep(0.05)
+    return [e for e in qmp.events if e["event"] == name][-1]
 
 
 def main():
@@ -68,16 +36,8 @@ def main():
         with open(src, "wb") as f:
             for i in range(SIZE >> 20):
                 f.write(bytes([0x11 + i % 200]) * (1 << 20))
-    if os.path.exists(sock):
-        os.unlink(sock)
-    # This build has no TCG: KVM where there is one, else the qtest accelerator
-    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults",
-                             "-accel", "kvm", "-accel", "qtest",
-                             "-display", "none",
-                             "-qmp", "unix:%s,server=on,wait=on" % sock])
+    proc = start_qemu(qemu, sock)
     try:
-        while not os.path.exists(sock):
-            time.sleep(0.01)
         qmp = QMP(sock)
         print("QEMU pid %d, RSS at start: %s" % (proc.pid, mib(rss(proc.pid))))
         print("\n-- workload: backup of a 256 MiB disk, 2048 parallel 64 KiB workers")
@@ -89,7 +49,7 @@ def main():
                 **{"job-id": "backup0",
                    "x-perf": {"use-copy-range": False, "max-workers": 2048,
                               "max-chunk": 65536}})
-        qmp.wait_event("BLOCK_JOB_COMPLETED")
+        wait_event(qmp, "BLOCK_JOB_COMPLETED")
         print("backup completed; RSS now %s" % mib(rss(proc.pid)))
 
         print("\n-- (qemu) info allocator")
@@ -98,7 +58,7 @@ def main():
         ret = qmp.cmd("x-release-free-memory")
         print(json.dumps(ret["release"], indent=2))
         print("\n-- ALLOCATOR_MEMORY_RELEASED event")
-        print(json.dumps(qmp.wait_event("ALLOCATOR_MEMORY_RELEASED")["data"]))
+        print(json.dumps(wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED")["data"]))
         print("\n-- (qemu) release_free_memory   (nothing much left)")
         print(qmp.hmp("release_free_memory").rstrip())
         print("\n-- (qemu) info allocator")

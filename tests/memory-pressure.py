@@ -10,13 +10,13 @@ never OOM-killed, each release brings RSS down, the cgroup never hit its
 limit's OOM, and QEMU still answers.  Speaks TAP; skips with the reason
 where no writable memory cgroup exists.
 """
-import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+from qmplib import QMP, rss, start_qemu  # noqa: E402
 
 SIZE = 256 << 20
 HEADROOM = 192 << 20
@@ -86,41 +86,6 @@ class Cgroup:
             pass
 
 
-class QMP:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        # a QEMU that stops answering fails the test instead of hanging it
-        self.sock.settimeout(120)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rw")
-        self.events = []
-        json.loads(self.file.readline())
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.file.flush()
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise RuntimeError("QEMU closed the connection")
-            msg = json.loads(line)
-            if "event" in msg:
-                self.events.append(msg["event"])
-                continue
-            if "error" in msg:
-                raise RuntimeError("%s: %s" % (name, msg["error"]["desc"]))
-            return msg["return"]
-
-
-def rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) << 10
-    return 0
-
-
 def main():
     qemu = os.environ.get("QTEST_QEMU_BINARY")
     if not qemu:
@@ -137,20 +102,12 @@ def main():
         for i in range(SIZE >> 20):
             f.write(bytes([0x41 + i % 100]) * (1 << 20))
     sock = os.path.join(work, "qmp.sock")
-    proc = subprocess.Popen(
-        [qemu, "-machine", "none", "-nodefaults", "-display", "none",
-         "-accel", "kvm", "-accel", "qtest",
-         "-object", "allocator-policy,id=policy,release-after-backup=off",
-         "-qmp", "unix:%s,server=on,wait=on" % sock],
-        stderr=subprocess.DEVNULL)
+    proc = start_qemu(qemu, sock, ["-object", "allocator-policy,id=policy,"
+                                   "release-after-backup=off"])
     cg = Cgroup(kind, root)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("QEMU did not start")
-            time.sleep(0.01)
-        qmp = QMP(sock)
+        # a QEMU that stops answering fails the test instead of hanging it
+        qmp = QMP(sock, timeout=120)
         can_release = qmp.cmd("x-query-allocator-stats")["can-release"]
         cg.add(proc.pid)
         limit = rss(proc.pid) + HEADROOM
@@ -167,7 +124,7 @@ def main():
                        "x-perf": {"use-copy-range": False,
                                   "max-workers": 2048, "max-chunk": 65536}})
             deadline = time.monotonic() + 300
-            while qmp.events.count("BLOCK_JOB_COMPLETED") <= rnd:
+            while qmp.count_events("BLOCK_JOB_COMPLETED") <= rnd:
                 if time.monotonic() > deadline:
                     raise RuntimeError("backup %d did not end in 300 s" % rnd)
                 qmp.cmd("query-status")

@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A small QMP client and process helpers for the demo, tests and benches.
+
+Not the operator tool: just enough to drive one QEMU from a script.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+
+
+class QMP:
+    """One QMP connection; events are kept in .events as they arrive."""
+
+    def __init__(self, path, timeout=None):
+        self.sock = socket.socket(socket.AF_UNIX)
+        if timeout:
+            self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rw")
+        self.events = []
+        json.loads(self.file.readline())  # greeting
+        self.cmd("qmp_capabilities")
+
+    def send(self, name, **args):
+        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.file.flush()
+
+    def receive(self):
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise RuntimeError("QEMU closed the connection")
+            msg = json.loads(line)
+            if "event" in msg:
+                self.events.append(msg)
+                continue
+            if "error" in msg:
+                raise RuntimeError(msg["error"]["desc"])
+            return msg["return"]
+
+    def cmd(self, name, **args):
+        self.send(name, **args)
+        return self.receive()
+
+    def hmp(self, line):
+        return self.cmd("human-monitor-command", **{"command-line": line})
+
+    def count_events(self, name):
+        return sum(1 for e in self.events if e["event"] == name)
+
+
+def rss(pid):
+    """VmRSS of a process, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) << 10
+    return 0
+
+
+def start_qemu(qemu, qmp_path, extra=(), deadline_s=30):
+    """Start QEMU (machine none, KVM or else qtest) with a QMP socket; wait
+    until the socket exists.  Returns the Popen object."""
+    if os.path.exists(qmp_path):
+        os.unlink(qmp_path)
+    proc = subprocess.Popen(
+        [qemu, "-machine", "none", "-nodefaults", "-display", "none",
+         # These builds have no TCG: KVM where there is one, else qtest
+         "-accel", "kvm", "-accel", "qtest"] + list(extra) +
+        ["-qmp", "unix:%s,server=on,wait=on" % qmp_path],
+        stderr=subprocess.DEVNULL)
+    end = time.monotonic() + deadline_s
+    while not os.path.exists(qmp_path):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            raise RuntimeError("QEMU did not start")
+        time.sleep(0.01)
+    return proc
