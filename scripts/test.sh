@@ -110,28 +110,27 @@ for v in "${variants[@]}"; do
     fi
 done
 
+# Run a whole-series check that is one test: NAME, then the command.
+run_check() {
+    local name=$1; shift
+    if "$@" >"$LOGS/$name.log" 2>&1; then
+        passed=$((passed + 1))
+        info "ok: $(tail -n 1 "$LOGS/$name.log" | sed 's/^ *//')"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        tail -n 20 "$LOGS/$name.log" | sed 's/^/      | /' >&2
+    fi
+}
+
 # The series' docs page and QAPI doc comments render in QEMU's manual.
 step "QEMU's manual with the series"
-if "$QR_TOP/scripts/check-docs.sh" >"$LOGS/docs.log" 2>&1; then
-    passed=$((passed + 1))
-    info "ok: $(tail -n 1 "$LOGS/docs.log" | sed 's/^ *//')"
-else
-    failed=$((failed + 1))
-    failures+=("docs")
-    tail -n 20 "$LOGS/docs.log" | sed 's/^/      | /' >&2
-fi
+run_check docs "$QR_TOP/scripts/check-docs.sh"
 
 # Last, as it checks out older commits: every prefix of the series builds.
 if [ -z "${QR_SKIP_PREFIXES:-}" ]; then
     step "Every prefix of the series builds (tcmalloc)"
-    if "$QR_TOP/scripts/check-prefixes.sh" tcmalloc >"$LOGS/prefixes.log" 2>&1; then
-        passed=$((passed + 1))
-        info "ok: $(tail -n 1 "$LOGS/prefixes.log" | sed 's/^ *//')"
-    else
-        failed=$((failed + 1))
-        failures+=("prefixes")
-        tail -n 20 "$LOGS/prefixes.log" | sed 's/^/      | /' >&2
-    fi
+    run_check prefixes "$QR_TOP/scripts/check-prefixes.sh" tcmalloc
 fi
 
 step "Summary"
