@@ -15,6 +15,11 @@ PKGS=(
     python3 python3-venv libglib2.0-dev libfdt-dev libpixman-1-dev zlib1g-dev
     libgoogle-perftools-dev libjemalloc-dev
     dpkg-dev python3-docutils python3-sphinx python3-sphinx-rtd-theme
+    # the operator tool (tools/qemu-reclaim) and its tests
+    libjson-glib-dev libsoup-3.0-dev prometheus clang-14 libclang-rt-14-dev
+    qemu-system-x86
+    # the Ceph tests and benchmarks (librbd for QEMU's rbd driver)
+    librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common
 )
 # Packages that bookworm has only in too old a version.
 BACKPORTS=(meson python3-pycotap)

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the commands share (see cli.h).
+ */
+#include <stdarg.h>
+
+#include "cli.h"
+#include "units.h"
+
+GPtrArray *cli_targets(CliCommon *common, GError **error)
+{
+    return targets_resolve((const char *const *)common->targets, error);
+}
+
+void cli_log(const char *fmt, ...)
+{
+    g_autofree char *text = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    text = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (g_getenv("JOURNAL_STREAM")) {
+        /* systemd's journal stamps every line itself */
+        fprintf(stderr, "%s\n", text);
+    } else {
+        g_autoptr(GDateTime) now = g_date_time_new_now_local();
+        g_autofree char *stamp = g_date_time_format(now, "%F %T");
+
+        fprintf(stderr, "%s %s\n", stamp, text);
+    }
+    fflush(stderr);
+}
+
+struct CliTable {
+    GPtrArray *header;
+    GPtrArray *rows;    /* of GPtrArray of char * */
+    char *align;
+};
+
+CliTable *cli_table_new(const char *align, ...)
+{
+    CliTable *t = g_new0(CliTable, 1);
+    const char *h;
+    va_list ap;
+
+    t->align = g_strdup(align);
+    t->header = g_ptr_array_new_with_free_func(g_free);
+    t->rows = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_ptr_array_unref);
+    va_start(ap, align);
+    while ((h = va_arg(ap, const char *))) {
+        g_ptr_array_add(t->header, g_strdup(h));
+    }
+    va_end(ap);
+    g_assert(strlen(align) == t->header->len);
+    return t;
+}
+
+void cli_table_add(CliTable *table, ...)
+{
+    GPtrArray *row = g_ptr_array_new_with_free_func(g_free);
+    va_list ap;
+    guint i;
+
+    va_start(ap, table);
+    for (i = 0; i < table->header->len; i++) {
+        char *cell = va_arg(ap, char *);
+
+        g_ptr_array_add(row, cell ? cell : g_strdup("-"));
+    }
+    va_end(ap);
+    g_ptr_array_add(table->rows, row);
+}
+
+static void print_row(CliTable *t, GPtrArray *row, const guint *width,
+                      FILE *out)
+{
+    guint i, n = row->len;
+
+    for (i = 0; i < n; i++) {
+        const char *cell = row->pdata[i];
+        int pad = width[i] - g_utf8_strlen(cell, -1);
+
+        if (i == n - 1) {
+            fprintf(out, "%s\n", cell);
+        } else if (t->align[i] == 'r') {
+            fprintf(out, "%*s%s  ", pad, "", cell);
+        } else {
+            fprintf(out, "%s%*s  ", cell, pad, "");
+        }
+    }
+}
+
+void cli_table_print(CliTable *table, FILE *out)
+{
+    g_autofree guint *width = g_new0(guint, table->header->len);
+    guint i, r;
+
+    for (i = 0; i < table->header->len; i++) {
+        width[i] = g_utf8_strlen(table->header->pdata[i], -1);
+        for (r = 0; r < table->rows->len; r++) {
+            GPtrArray *row = table->rows->pdata[r];
+
+            width[i] = MAX(width[i], g_utf8_strlen(row->pdata[i], -1));
+        }
+    }
+    print_row(table, table->header, width, out);
+    for (r = 0; r < table->rows->len; r++) {
+        print_row(table, table->rows->pdata[r], width, out);
+    }
+}
+
+void cli_table_free(CliTable *table)
+{
+    if (table) {
+        g_ptr_array_unref(table->header);
+        g_ptr_array_unref(table->rows);
+        g_free(table->align);
+        g_free(table);
+    }
+}
+
+void cli_print_json(JsonBuilder *builder)
+{
+    g_autoptr(JsonNode) root = json_builder_get_root(builder);
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    g_autofree char *text = NULL;
+
+    json_generator_set_root(gen, root);
+    json_generator_set_pretty(gen, TRUE);
+    text = json_generator_to_data(gen, NULL);
+    printf("%s\n", text);
+}
+
+char *cli_size(guint64 bytes, gboolean exact)
+{
+    return exact ? g_strdup_printf("%" G_GUINT64_FORMAT, bytes) :
+        units_format_size(bytes);
+}

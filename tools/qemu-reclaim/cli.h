@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the commands of qemu-reclaim share: options that every command
+ * takes, exit codes, tables, logging.
+ */
+#pragma once
+
+#include <stdio.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "vm.h"
+
+enum {
+    EXIT_OK = 0,
+    EXIT_VM_FAILED = 1,     /* at least one VM could not be served */
+    EXIT_USAGE = 2,         /* bad options, no targets */
+};
+
+/* Options of every command, already checked. */
+typedef struct {
+    guint timeout_ms;
+    guint jobs;             /* 0: the command's default */
+    gboolean verbose;
+    char **targets;         /* what is left on the command line */
+} CliCommon;
+
+typedef struct {
+    const char *name;
+    const char *parameter;  /* for --help: "[TARGET...]" */
+    const char *summary;
+    const char *description;
+    const GOptionEntry *entries;
+    /* Check the command's own options; FALSE: usage error */
+    gboolean (*check)(CliCommon *common, GError **error);
+    int (*run)(CliCommon *common);
+} CliCommand;
+
+extern const CliCommand cli_stats;
+extern const CliCommand cli_release;
+extern const CliCommand cli_export;
+extern const CliCommand cli_auto;
+
+/* Targets of the command line, or a message and NULL. */
+GPtrArray *cli_targets(CliCommon *common, GError **error);
+
+/* A line on stderr; prefixed with the time unless journald adds it. */
+void cli_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+/* ---- tables ---------------------------------------------------------- */
+
+typedef struct CliTable CliTable;
+
+/* @align: one char per column, 'l' or 'r'; the last column is not padded */
+CliTable *cli_table_new(const char *align, ...) G_GNUC_NULL_TERMINATED;
+/* Takes ownership of the strings; NULL prints as "-" */
+void cli_table_add(CliTable *table, ...);
+void cli_table_print(CliTable *table, FILE *out);
+void cli_table_free(CliTable *table);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CliTable, cli_table_free)
+
+/* Print a JSON document built with @builder on stdout, pretty. */
+void cli_print_json(JsonBuilder *builder);
+
+/* A size for a table cell: exact bytes with --bytes, else human units. */
+char *cli_size(guint64 bytes, gboolean exact);

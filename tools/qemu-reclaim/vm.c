@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * One visit to one VM, and many visits a few at a time (see vm.h).
+ */
+#include <stdio.h>
+
+#include "vm.h"
+
+const char *vm_status_name(VmStatus status)
+{
+    switch (status) {
+    case VM_STATUS_OK:
+        return "ok";
+    case VM_STATUS_UNPATCHED:
+        return "unpatched";
+    default:
+        return "error";
+    }
+}
+
+static JsonObject *group_of(JsonObject *info, const char *group)
+{
+    JsonNode *n;
+
+    if (!info) {
+        return NULL;
+    }
+    if (!group) {
+        return info;
+    }
+    n = json_object_get_member(info, group);
+    return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+}
+
+gboolean vm_info_has(JsonObject *info, const char *group, const char *member)
+{
+    JsonObject *o = group_of(info, group);
+
+    return o && json_object_has_member(o, member);
+}
+
+guint64 vm_info_u64(JsonObject *info, const char *group, const char *member)
+{
+    JsonObject *o = group_of(info, group);
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    gint64 v;
+
+    if (!n || !JSON_NODE_HOLDS_VALUE(n)) {
+        return 0;
+    }
+    if (json_node_get_value_type(n) == G_TYPE_DOUBLE) {
+        double d = json_node_get_double(n);
+
+        return d > 0 ? (guint64)d : 0;
+    }
+    v = json_node_get_int(n);
+    return v > 0 ? (guint64)v : 0;
+}
+
+const char *vm_info_str(JsonObject *info, const char *group,
+                        const char *member)
+{
+    JsonObject *o = group_of(info, group);
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+
+    if (!n || !JSON_NODE_HOLDS_VALUE(n) ||
+        json_node_get_value_type(n) != G_TYPE_STRING) {
+        return NULL;
+    }
+    return json_node_get_string(n);
+}
+
+gboolean vm_read_rss(GPid pid, guint64 *rss)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
+    g_autofree char *text = NULL;
+    const char *line;
+
+    if (pid <= 0 || !g_file_get_contents(path, &text, NULL, NULL)) {
+        return FALSE;
+    }
+    line = strstr(text, "\nVmRSS:");
+    if (!line) {
+        return FALSE;       /* a zombie, or a kernel thread */
+    }
+    *rss = g_ascii_strtoull(line + 7, NULL, 10) << 10;
+    return TRUE;
+}
+
+void vm_visit_free(VmVisit *visit)
+{
+    if (!visit) {
+        return;
+    }
+    if (visit->client) {
+        qmp_client_close(visit->client);
+        g_object_unref(visit->client);
+    }
+    g_clear_pointer(&visit->info, json_object_unref);
+    g_free(visit->name);
+    g_free(visit->address);
+    g_free(visit->error);
+    g_free(visit);
+}
+
+void vm_visit_fail(VmVisit *visit, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    g_free(visit->error);
+    visit->error = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    visit->status = VM_STATUS_ERROR;
+    if (visit->client) {
+        qmp_client_close(visit->client);
+        g_clear_object(&visit->client);
+    }
+}
+
+static void visit_finish(VmVisit *visit)
+{
+    visit->done(visit, visit->done_data);
+}
+
+/* What is left of the visit's time budget, at least 1 ms. */
+static guint remaining_ms(VmVisit *visit)
+{
+    gint64 left = visit->timeout_ms -
+        (g_get_monotonic_time() - visit->started_us) / 1000;
+
+    return left > 1 ? (guint)left : 1;
+}
+
+static void on_queried(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VmVisit *visit = data;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) ret = qmp_client_execute_finish(QMP_CLIENT(source),
+                                                        res, &err);
+
+    visit->pid = qmp_client_get_peer_pid(visit->client);
+    if (!ret) {
+        if (g_error_matches(err, QMP_CLIENT_ERROR,
+                            QMP_CLIENT_ERROR_COMMAND_NOT_FOUND)) {
+            const char *v = qmp_client_get_qemu_version(visit->client);
+
+            visit->status = VM_STATUS_UNPATCHED;
+            visit->error = g_strdup_printf(
+                "QEMU %s has no x-query-allocator-stats", v ? v : "?");
+            visit->has_rss = vm_read_rss(visit->pid, &visit->rss);
+        } else {
+            vm_visit_fail(visit, "%s", err->message);
+        }
+        visit_finish(visit);
+        return;
+    }
+    if (!JSON_NODE_HOLDS_OBJECT(ret) ||
+        !vm_info_has(json_node_get_object(ret), "stats", "rss")) {
+        vm_visit_fail(visit, "x-query-allocator-stats answered without "
+                      "statistics");
+        visit_finish(visit);
+        return;
+    }
+    visit->info = json_object_ref(json_node_get_object(ret));
+    visit->rss = vm_info_u64(visit->info, "stats", "rss");
+    visit->has_rss = TRUE;
+    visit->status = VM_STATUS_OK;
+    visit_finish(visit);
+}
+
+static void on_connected(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VmVisit *visit = data;
+    g_autoptr(GError) err = NULL;
+
+    if (!qmp_client_connect_finish(QMP_CLIENT(source), res, &err)) {
+        vm_visit_fail(visit, "%s", err->message);
+        visit_finish(visit);
+        return;
+    }
+    qmp_client_execute_async(visit->client, "x-query-allocator-stats", NULL,
+                             remaining_ms(visit), on_queried, visit);
+}
+
+void vm_visit_start(const VmTarget *target, guint timeout_ms,
+                     VmVisitFunc done, gpointer user_data)
+{
+    VmVisit *visit = g_new0(VmVisit, 1);
+
+    visit->name = g_strdup(target->name);
+    visit->address = g_strdup(target->address);
+    visit->timeout_ms = timeout_ms;
+    visit->done = done;
+    visit->done_data = user_data;
+    visit->started_us = g_get_monotonic_time();
+    visit->status = VM_STATUS_ERROR;
+    visit->client = qmp_client_new(target->address);
+    qmp_client_connect_async(visit->client, timeout_ms, on_connected, visit);
+}
+
+/* ---- a few at a time ------------------------------------------------- */
+
+struct Runner {
+    guint n_jobs;
+    guint max_parallel;
+    guint next;
+    guint running;
+    guint finished;
+    gboolean started;
+    gboolean done_scheduled;
+    RunnerJobFunc job;
+    RunnerDoneFunc done;
+    gpointer user_data;
+};
+
+Runner *runner_new(guint n_jobs, guint max_parallel, RunnerJobFunc job,
+                   RunnerDoneFunc done, gpointer user_data)
+{
+    Runner *r = g_new0(Runner, 1);
+
+    r->n_jobs = n_jobs;
+    r->max_parallel = MAX(max_parallel, 1);
+    r->job = job;
+    r->done = done;
+    r->user_data = user_data;
+    return r;
+}
+
+void runner_free(Runner *runner)
+{
+    g_free(runner);
+}
+
+static gboolean on_all_done(gpointer data)
+{
+    Runner *r = data;
+
+    r->done(r, r->user_data);
+    return G_SOURCE_REMOVE;
+}
+
+static void fill(Runner *r)
+{
+    while (r->running < r->max_parallel && r->next < r->n_jobs) {
+        r->running++;
+        r->job(r, r->next++, r->user_data);
+    }
+    if (r->finished == r->n_jobs && !r->done_scheduled) {
+        r->done_scheduled = TRUE;
+        /* From the main loop, never from inside a job's callback */
+        g_idle_add(on_all_done, r);
+    }
+}
+
+void runner_start(Runner *runner)
+{
+    g_return_if_fail(!runner->started);
+    runner->started = TRUE;
+    fill(runner);
+}
+
+void runner_job_done(Runner *runner)
+{
+    g_assert(runner->running > 0);
+    runner->running--;
+    runner->finished++;
+    fill(runner);
+}
+
+guint runner_n_jobs(Runner *runner)
+{
+    return runner->n_jobs;
+}
+
+guint runner_n_finished(Runner *runner)
+{
+    return runner->finished;
+}
+
+guint runner_n_running(Runner *runner)
+{
+    return runner->running;
+}
+
+/* ---- one visit to every VM ------------------------------------------- */
+
+typedef struct {
+    GPtrArray *targets;
+    GPtrArray *visits;
+    guint timeout_ms;
+    Runner *runner;
+    VmPassFunc done;
+    gpointer user_data;
+} Pass;
+
+typedef struct {
+    Pass *pass;
+    guint index;
+} PassSlot;
+
+static void pass_on_visit(VmVisit *visit, gpointer data)
+{
+    PassSlot *slot = data;
+    Pass *pass = slot->pass;
+
+    /* The figures are kept; the socket goes back to its other users now */
+    if (visit->client) {
+        qmp_client_close(visit->client);
+        g_clear_object(&visit->client);
+    }
+    pass->visits->pdata[slot->index] = visit;
+    g_free(slot);
+    runner_job_done(pass->runner);
+}
+
+static void pass_job(Runner *runner, guint index, gpointer data)
+{
+    Pass *pass = data;
+    PassSlot *slot = g_new0(PassSlot, 1);
+
+    slot->pass = pass;
+    slot->index = index;
+    vm_visit_start(pass->targets->pdata[index], pass->timeout_ms,
+                   pass_on_visit, slot);
+}
+
+static void pass_done(Runner *runner, gpointer data)
+{
+    Pass *pass = data;
+
+    pass->done(pass->visits, pass->user_data);
+    g_ptr_array_unref(pass->targets);
+    runner_free(pass->runner);
+    g_free(pass);
+}
+
+void vm_pass_start(GPtrArray *targets, guint timeout_ms, guint max_parallel,
+                   VmPassFunc done, gpointer user_data)
+{
+    Pass *pass = g_new0(Pass, 1);
+
+    pass->targets = g_ptr_array_ref(targets);
+    pass->visits = g_ptr_array_new_full(targets->len,
+                                        (GDestroyNotify)vm_visit_free);
+    g_ptr_array_set_size(pass->visits, targets->len);
+    pass->timeout_ms = timeout_ms;
+    pass->done = done;
+    pass->user_data = user_data;
+    pass->runner = runner_new(targets->len, max_parallel, pass_job,
+                              pass_done, pass);
+    runner_start(pass->runner);
+}
