@@ -59,8 +59,17 @@ gboolean units_parse_size(const char *text, guint64 *bytes, GError **error)
                     "'%s' is not a size (examples: 4096, 64M, 1.5G)", text);
         return FALSE;
     }
-    errno = 0;
-    v = g_ascii_strtod(p, &end);
+    /* Digits and one decimal point only: no hex, no exponent */
+    end = (char *)p + strspn(p, "0123456789");
+    if (*end == '.') {
+        end += 1 + strspn(end + 1, "0123456789");
+    }
+    {
+        g_autofree char *number = g_strndup(p, end - p);
+
+        errno = 0;
+        v = g_ascii_strtod(number, NULL);
+    }
     if (errno || !isfinite(v)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "'%s' is not a size (examples: 4096, 64M, 1.5G)", text);
