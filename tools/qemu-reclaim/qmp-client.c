@@ -223,7 +223,11 @@ static void client_abort(QmpClient *client, GError *error)
     client->state = STATE_CLOSED;
     g_cancellable_cancel(client->io_cancel);
     if (client->conn) {
-        g_io_stream_close(G_IO_STREAM(client->conn), NULL, NULL);
+        /*
+         * Close the descriptor now: closing the stream would wait for the
+         * cancelled read to come back, and the socket is not ours to keep.
+         */
+        g_socket_close(g_socket_connection_get_socket(client->conn), NULL);
     }
     if (client->connect_timer) {
         g_source_remove(client->connect_timer);
