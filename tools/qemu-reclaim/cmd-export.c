@@ -155,7 +155,8 @@ static void start_pass(Exporter *ex)
     }
     ex->pass_running = TRUE;
     ex->pass_started = g_get_monotonic_time();
-    vm_pass_start(targets, ex->common->timeout_ms, ex->common->jobs ?: 32,
+    /* All VMs at once by default: a scrape then lasts one --timeout at most */
+    vm_pass_start(targets, ex->common->timeout_ms, ex->common->jobs ?: 1024,
                   on_pass, ex);
 }
 

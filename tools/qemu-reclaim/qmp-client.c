@@ -145,6 +145,13 @@ const char *qmp_client_get_qemu_version(QmpClient *client)
     return client->version;
 }
 
+static GError *closed_by_peer(QmpClient *client)
+{
+    return g_error_new(QMP_CLIENT_ERROR, QMP_CLIENT_ERROR_CLOSED,
+                       "connection closed by the peer while %s",
+                       state_doing[client->state]);
+}
+
 /* ---- writing ---------------------------------------------------------- */
 
 static void write_next(QmpClient *client);
@@ -157,7 +164,13 @@ static void on_written(GObject *source, GAsyncResult *res, gpointer data)
     g_clear_pointer(&client->writing, g_bytes_unref);
     if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), res, NULL,
                                           &err)) {
-        if (client->state != STATE_CLOSED) {
+        if (client->state == STATE_CLOSED) {
+            return;
+        }
+        if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE) ||
+            g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED)) {
+            client_abort(client, closed_by_peer(client));
+        } else {
             client_abort(client, g_error_new(QMP_CLIENT_ERROR,
                                              QMP_CLIENT_ERROR_CLOSED,
                                              "cannot send: %s",
@@ -454,16 +467,13 @@ static void on_read(GObject *source, GAsyncResult *res, gpointer data)
     if (n < 0) {
         client_abort(client, g_error_new(QMP_CLIENT_ERROR,
                                          QMP_CLIENT_ERROR_CLOSED,
-                                         "connection lost %s: %s",
+                                         "connection lost while %s: %s",
                                          state_doing[client->state],
                                          err->message));
         return;
     }
     if (n == 0) {
-        client_abort(client, g_error_new(QMP_CLIENT_ERROR,
-                                         QMP_CLIENT_ERROR_CLOSED,
-                                         "connection closed by the peer %s",
-                                         state_doing[client->state]));
+        client_abort(client, closed_by_peer(client));
         return;
     }
     if (!qmp_parser_feed(client->parser, (const char *)client->readbuf, n,
