@@ -57,6 +57,34 @@ static void usage(FILE *out)
             "See qemu-reclaim(1).\n", TARGETS_PROXMOX_DIR);
 }
 
+/* Whether @arg is an option that takes the next word as its value. */
+static gboolean takes_value(const char *arg)
+{
+    const GOptionEntry *lists[G_N_ELEMENTS(commands) + 1];
+    const GOptionEntry *e;
+    guint i, n = 0;
+
+    if (arg[0] != '-' || strchr(arg, '=')) {
+        return FALSE;
+    }
+    lists[n++] = common_entries;
+    for (i = 0; commands[i]; i++) {
+        lists[n++] = commands[i]->entries;
+    }
+    for (i = 0; i < n; i++) {
+        for (e = lists[i]; e->long_name; e++) {
+            if (e->arg == G_OPTION_ARG_NONE) {
+                continue;
+            }
+            if ((arg[1] == '-' && !strcmp(arg + 2, e->long_name)) ||
+                (arg[1] == e->short_name && arg[1] && !arg[2])) {
+                return TRUE;
+            }
+        }
+    }
+    return FALSE;
+}
+
 static const CliCommand *find_command(int *argc, char **argv)
 {
     int i, j;
@@ -64,6 +92,10 @@ static const CliCommand *find_command(int *argc, char **argv)
     for (i = 1; i < *argc; i++) {
         if (!strcmp(argv[i], "--")) {
             break;
+        }
+        if (takes_value(argv[i])) {
+            i++;            /* "--timeout 2000 stats": 2000 is no command */
+            continue;
         }
         for (j = 0; commands[j]; j++) {
             if (!strcmp(argv[i], commands[j]->name)) {
@@ -76,6 +108,21 @@ static const CliCommand *find_command(int *argc, char **argv)
         }
         if (argv[i][0] != '-') {
             return NULL;    /* a word that is no command */
+        }
+    }
+    return NULL;
+}
+
+/* The first word that is neither an option nor an option's value. */
+static const char *first_word(int argc, char **argv)
+{
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        if (takes_value(argv[i])) {
+            i++;
+        } else if (argv[i][0] != '-') {
+            return argv[i];
         }
     }
     return NULL;
@@ -139,9 +186,11 @@ int main(int argc, char **argv)
             usage(stdout);
             return EXIT_OK;
         }
-        if (argc > 1 && argv[1][0] != '-') {
+        const char *word = first_word(argc, argv);
+
+        if (word) {
             g_printerr("qemu-reclaim: '%s' is not a command "
-                       "(stats, release, export, auto)\n", argv[1]);
+                       "(stats, release, export, auto)\n", word);
         } else {
             g_printerr("qemu-reclaim: no command given\n");
         }

@@ -145,6 +145,13 @@ const char *qmp_client_get_qemu_version(QmpClient *client)
     return client->version;
 }
 
+/* EPIPE, ECONNRESET: the peer went away, however the kernel says it */
+static gboolean peer_gone(const GError *err)
+{
+    return g_error_matches(err, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE) ||
+        g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED);
+}
+
 static GError *closed_by_peer(QmpClient *client)
 {
     return g_error_new(QMP_CLIENT_ERROR, QMP_CLIENT_ERROR_CLOSED,
@@ -167,8 +174,7 @@ static void on_written(GObject *source, GAsyncResult *res, gpointer data)
         if (client->state == STATE_CLOSED) {
             return;
         }
-        if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE) ||
-            g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED)) {
+        if (peer_gone(err)) {
             client_abort(client, closed_by_peer(client));
         } else {
             client_abort(client, g_error_new(QMP_CLIENT_ERROR,
@@ -462,6 +468,10 @@ static void on_read(GObject *source, GAsyncResult *res, gpointer data)
     gssize n = g_input_stream_read_finish(G_INPUT_STREAM(source), res, &err);
 
     if (client->state == STATE_CLOSED) {
+        return;
+    }
+    if (n < 0 && peer_gone(err)) {
+        client_abort(client, closed_by_peer(client));
         return;
     }
     if (n < 0) {
