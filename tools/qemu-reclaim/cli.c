@@ -12,6 +12,21 @@ GPtrArray *cli_targets(CliCommon *common, GError **error)
     return targets_resolve((const char *const *)common->targets, error);
 }
 
+GPtrArray *cli_pass_targets(CliCommon *common)
+{
+    g_autoptr(GError) err = NULL;
+    GPtrArray *targets = cli_targets(common, &err);
+
+    if (!targets) {
+        /* A host without VMs is not a failure of the daemon */
+        if (common->verbose) {
+            cli_log("%s", err->message);
+        }
+        targets = g_ptr_array_new();
+    }
+    return targets;
+}
+
 void cli_log(const char *fmt, ...)
 {
     g_autofree char *text = NULL;
@@ -119,6 +134,18 @@ void cli_table_free(CliTable *table)
         g_free(table->align);
         g_free(table);
     }
+}
+
+void cli_json_u64(JsonBuilder *builder, const char *name, guint64 value)
+{
+    json_builder_set_member_name(builder, name);
+    json_builder_add_int_value(builder, (gint64)value);
+}
+
+void cli_json_str(JsonBuilder *builder, const char *name, const char *value)
+{
+    json_builder_set_member_name(builder, name);
+    json_builder_add_string_value(builder, value);
 }
 
 void cli_print_json(JsonBuilder *builder)

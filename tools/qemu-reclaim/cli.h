@@ -45,6 +45,12 @@ extern const CliCommand cli_auto;
 /* Targets of the command line, or a message and NULL. */
 GPtrArray *cli_targets(CliCommon *common, GError **error);
 
+/*
+ * Targets for one pass of a daemon (export, auto): none, rather than an
+ * error, when a glob or directory has no VM left; logged with --verbose.
+ */
+GPtrArray *cli_pass_targets(CliCommon *common);
+
 /* A line on stderr; prefixed with the time unless journald adds it. */
 void cli_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
@@ -59,6 +65,10 @@ void cli_table_add(CliTable *table, ...);
 void cli_table_print(CliTable *table, FILE *out);
 void cli_table_free(CliTable *table);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CliTable, cli_table_free)
+
+/* A member of the object being built. */
+void cli_json_u64(JsonBuilder *builder, const char *name, guint64 value);
+void cli_json_str(JsonBuilder *builder, const char *name, const char *value);
 
 /* Print a JSON document built with @builder on stdout, pretty. */
 void cli_print_json(JsonBuilder *builder);

@@ -286,19 +286,12 @@ static void on_pass(GPtrArray *visits, gpointer data)
 static gboolean on_timer(gpointer data)
 {
     Daemon *d = data;
-    g_autoptr(GError) err = NULL;
     g_autoptr(GPtrArray) targets = NULL;
 
     if (d->pass_running || d->stopping) {
         return G_SOURCE_CONTINUE;
     }
-    targets = cli_targets(d->common, &err);
-    if (!targets) {
-        if (d->common->verbose) {
-            cli_log("%s", err->message);
-        }
-        targets = g_ptr_array_new();
-    }
+    targets = cli_pass_targets(d->common);
     d->pass_running = TRUE;
     vm_pass_start(targets, d->common->timeout_ms, d->common->jobs ?: 32,
                   on_pass, d);

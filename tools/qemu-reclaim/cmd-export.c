@@ -139,20 +139,12 @@ static void on_pass(GPtrArray *visits, gpointer data)
 
 static void start_pass(Exporter *ex)
 {
-    g_autoptr(GError) err = NULL;
     g_autoptr(GPtrArray) targets = NULL;
 
     if (ex->pass_running) {
         return;
     }
-    targets = cli_targets(ex->common, &err);
-    if (!targets) {
-        /* A glob with no VM left is an empty host, not a failure */
-        if (ex->common->verbose) {
-            cli_log("%s", err->message);
-        }
-        targets = g_ptr_array_new();
-    }
+    targets = cli_pass_targets(ex->common);
     ex->pass_running = TRUE;
     ex->pass_started = g_get_monotonic_time();
     /* All VMs at once by default: a scrape then lasts one --timeout at most */

@@ -277,12 +277,6 @@ static void print_table(ReleaseRun *run)
     }
 }
 
-static void add_u64(JsonBuilder *b, const char *name, guint64 v)
-{
-    json_builder_set_member_name(b, name);
-    json_builder_add_int_value(b, (gint64)v);
-}
-
 static void print_json(ReleaseRun *run)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
@@ -296,36 +290,32 @@ static void print_json(ReleaseRun *run)
 
         n[job->outcome]++;
         json_builder_begin_object(b);
-        json_builder_set_member_name(b, "vm");
-        json_builder_add_string_value(b, job->visit->name);
-        json_builder_set_member_name(b, "address");
-        json_builder_add_string_value(b, job->visit->address);
-        json_builder_set_member_name(b, "status");
-        json_builder_add_string_value(b, outcome_names[job->outcome]);
+        cli_json_str(b, "vm", job->visit->name);
+        cli_json_str(b, "address", job->visit->address);
+        cli_json_str(b, "status", outcome_names[job->outcome]);
         if (job->reason) {
-            json_builder_set_member_name(b, job->outcome == OUTCOME_FAILED ?
-                                         "error" : "reason");
-            json_builder_add_string_value(b, job->reason);
+            cli_json_str(b, job->outcome == OUTCOME_FAILED ? "error" :
+                         "reason", job->reason);
         }
         if (job->visit->status == VM_STATUS_OK) {
-            add_u64(b, "releasable", job->releasable);
+            cli_json_u64(b, "releasable", job->releasable);
         }
         if (job->outcome == OUTCOME_RELEASED) {
-            add_u64(b, "returned", job->returned);
-            add_u64(b, "rss-before", job->rss_before);
-            add_u64(b, "rss-after", job->rss_after);
-            add_u64(b, "duration-us", job->duration_us);
+            cli_json_u64(b, "returned", job->returned);
+            cli_json_u64(b, "rss-before", job->rss_before);
+            cli_json_u64(b, "rss-after", job->rss_after);
+            cli_json_u64(b, "duration-us", job->duration_us);
         }
         json_builder_end_object(b);
     }
     json_builder_end_array(b);
     json_builder_set_member_name(b, "total");
     json_builder_begin_object(b);
-    add_u64(b, "returned", run->returned);
-    add_u64(b, "released", n[OUTCOME_RELEASED]);
-    add_u64(b, "would-release", n[OUTCOME_WOULD_RELEASE]);
-    add_u64(b, "skipped", n[OUTCOME_SKIPPED]);
-    add_u64(b, "failed", n[OUTCOME_FAILED]);
+    cli_json_u64(b, "returned", run->returned);
+    cli_json_u64(b, "released", n[OUTCOME_RELEASED]);
+    cli_json_u64(b, "would-release", n[OUTCOME_WOULD_RELEASE]);
+    cli_json_u64(b, "skipped", n[OUTCOME_SKIPPED]);
+    cli_json_u64(b, "failed", n[OUTCOME_FAILED]);
     json_builder_end_object(b);
     json_builder_end_object(b);
     cli_print_json(b);

@@ -122,18 +122,6 @@ static void print_table(GPtrArray *visits)
     cli_table_print(t, stdout);
 }
 
-static void add_u64(JsonBuilder *b, const char *name, guint64 v)
-{
-    json_builder_set_member_name(b, name);
-    json_builder_add_int_value(b, (gint64)v);
-}
-
-static void add_str(JsonBuilder *b, const char *name, const char *v)
-{
-    json_builder_set_member_name(b, name);
-    json_builder_add_string_value(b, v);
-}
-
 static void print_json(GPtrArray *visits)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
@@ -154,32 +142,32 @@ static void print_json(GPtrArray *visits)
 
         n[v->status]++;
         json_builder_begin_object(b);
-        add_str(b, "vm", v->name);
-        add_str(b, "address", v->address);
-        add_str(b, "status", vm_status_name(v->status));
+        cli_json_str(b, "vm", v->name);
+        cli_json_str(b, "address", v->address);
+        cli_json_str(b, "status", vm_status_name(v->status));
         if (v->error) {
-            add_str(b, "error", v->error);
+            cli_json_str(b, "error", v->error);
         }
         if (v->pid) {
-            add_u64(b, "pid", v->pid);
+            cli_json_u64(b, "pid", v->pid);
         }
         if (v->info) {
-            add_str(b, "backend", vm_info_str(v->info, "stats", "backend"));
+            cli_json_str(b, "backend", vm_info_str(v->info, "stats", "backend"));
             for (j = 0; sizes[j]; j++) {
-                add_u64(b, sizes[j], vm_info_u64(v->info, "stats",
+                cli_json_u64(b, sizes[j], vm_info_u64(v->info, "stats",
                                                  sizes[j]));
             }
             releasable += vm_info_u64(v->info, "stats", "releasable");
         }
         if (v->has_rss) {
-            add_u64(b, "rss", v->rss);
+            cli_json_u64(b, "rss", v->rss);
             rss += v->rss;
         }
         if (v->info) {
             json_builder_set_member_name(b, "releases");
             json_builder_begin_object(b);
             for (j = 0; counters[j]; j++) {
-                add_u64(b, counters[j], vm_info_u64(v->info, "releases",
+                cli_json_u64(b, counters[j], vm_info_u64(v->info, "releases",
                                                     counters[j]));
             }
             json_builder_end_object(b);
@@ -189,12 +177,12 @@ static void print_json(GPtrArray *visits)
     json_builder_end_array(b);
     json_builder_set_member_name(b, "total");
     json_builder_begin_object(b);
-    add_u64(b, "vms", visits->len);
-    add_u64(b, "ok", n[VM_STATUS_OK]);
-    add_u64(b, "unpatched", n[VM_STATUS_UNPATCHED]);
-    add_u64(b, "failed", n[VM_STATUS_ERROR]);
-    add_u64(b, "releasable", releasable);
-    add_u64(b, "rss", rss);
+    cli_json_u64(b, "vms", visits->len);
+    cli_json_u64(b, "ok", n[VM_STATUS_OK]);
+    cli_json_u64(b, "unpatched", n[VM_STATUS_UNPATCHED]);
+    cli_json_u64(b, "failed", n[VM_STATUS_ERROR]);
+    cli_json_u64(b, "releasable", releasable);
+    cli_json_u64(b, "rss", rss);
     json_builder_end_object(b);
     json_builder_end_object(b);
     cli_print_json(b);
