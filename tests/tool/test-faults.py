@@ -275,22 +275,7 @@ def check_run(tap, r, what, kinds, names):
 
 
 def main():
-    T.parse_common_args()
-    tap = T.TAP()
-    if not T.tool_exists():
-        tap.ok(False, "the tool is built at %s" % T.TOOL)
-        return tap.done()
-    lab = T.Lab(prefix="qemu-reclaim-faults-")
-    try:
-        run(tap, lab)
-    except SystemExit:
-        raise
-    except Exception as e:
-        import traceback
-        tap.ok(False, "test aborted: %r" % e, traceback.format_exc())
-    finally:
-        lab.cleanup()
-    return tap.done()
+    return T.main(run, prefix='qemu-reclaim-faults-')
 
 
 def run(tap, lab):

@@ -59,22 +59,7 @@ def wait_http(url, proc, timeout=30):
 
 
 def main():
-    T.parse_common_args()
-    tap = T.TAP()
-    if not T.tool_exists():
-        tap.ok(False, "the tool is built at %s" % T.TOOL)
-        return tap.done()
-    lab = T.Lab(prefix="qemu-reclaim-prom-")
-    try:
-        run(tap, lab)
-    except SystemExit:
-        raise
-    except Exception as e:
-        import traceback
-        tap.ok(False, "test aborted: %r" % e, traceback.format_exc())
-    finally:
-        lab.cleanup()
-    return tap.done()
+    return T.main(run, prefix='qemu-reclaim-prom-')
 
 
 def start_exporter(lab, args, name):

@@ -42,27 +42,7 @@ def within(value, a, b, extra=0):
 
 
 def main():
-    T.parse_common_args()
-    tap = T.TAP()
-    if not T.tool_exists():
-        tap.ok(False, "the tool is built at %s" % T.TOOL,
-               "build it: meson setup build/tool && ninja -C build/tool")
-        return tap.done()
-    if not all(os.access(T.BUILDS[b], os.X_OK) for b in T.BUILDS):
-        print("1..0 # SKIP missing QEMU builds: %s" % ", ".join(
-            p for p in T.BUILDS.values() if not os.access(p, os.X_OK)))
-        return 0
-    lab = T.Lab()
-    try:
-        run(tap, lab)
-    except SystemExit:
-        raise
-    except Exception as e:   # report, never hang
-        import traceback
-        tap.ok(False, "test aborted: %r" % e, traceback.format_exc())
-    finally:
-        lab.cleanup()
-    return tap.done()
+    return T.main(run, need_builds=True)
 
 
 def cli_checks(tap, lab, vmdir):

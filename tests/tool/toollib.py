@@ -671,3 +671,29 @@ def parse_release_table(text, names):
         d["line"] = line
         out[w[0]] = d
     return out
+
+
+def main(run, prefix="qemu-reclaim-test-", need_builds=False):
+    """The main() of a tool test: TAP, a Lab, run(tap, lab), and a
+    failed case (never a hang) if run raises."""
+    parse_common_args()
+    tap = TAP()
+    if not tool_exists():
+        tap.ok(False, "the tool is built at %s" % TOOL,
+               "build it: meson setup build/tool && ninja -C build/tool")
+        return tap.done()
+    missing = [p for p in BUILDS.values() if not os.access(p, os.X_OK)]
+    if need_builds and missing:
+        print("1..0 # SKIP missing QEMU builds: %s" % ", ".join(missing))
+        return 0
+    lab = Lab(prefix=prefix)
+    try:
+        run(tap, lab)
+    except SystemExit:
+        raise
+    except Exception as e:   # report, never hang
+        import traceback
+        tap.ok(False, "test aborted: %r" % e, traceback.format_exc())
+    finally:
+        lab.cleanup()
+    return tap.done()
