@@ -18,14 +18,18 @@ class QMP:
         if timeout:
             self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self.file = self.sock.makefile("rw")
+        # Read-only file; commands go out with sendall().  A text file
+        # opened "rw" on a socket drops the lines it has read ahead (an
+        # event that came in the same chunk as a reply) at the next write:
+        # TextIOWrapper.write() discards its decoded read buffer.
+        self.file = self.sock.makefile("r")
         self.events = []
         json.loads(self.file.readline())  # greeting
         self.cmd("qmp_capabilities")
 
     def send(self, name, **args):
-        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.file.flush()
+        self.sock.sendall((json.dumps({"execute": name, "arguments": args})
+                           + "\n").encode())
 
     def receive(self):
         while True:

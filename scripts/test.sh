@@ -142,6 +142,13 @@ if run_check tool-build "$QR_TOP/scripts/build-tool.sh" fuzz; then
     run_check fuzz "$QR_TOP/scripts/fuzz.sh" "${QR_FUZZ_SECONDS:-30}" || true
 fi
 
+# Real Ceph: a one-OSD cluster on 127.0.0.1 (scripts/ceph-cluster.sh) and
+# an rbd image backed up by each allocator build, once for all builds.
+step "Backups from Ceph RBD (tests/rbd-backup.py, every allocator build)"
+run_tap rbd-backup env -u QTEST_QEMU_BINARY \
+    QR_TOOL="$QR_WORK/tool/tools/qemu-reclaim/qemu-reclaim" \
+    "$QR_PYTHON" "$QR_TOP/tests/rbd-backup.py"
+
 # The series' docs page and QAPI doc comments render in QEMU's manual.
 step "QEMU's manual with the series"
 run_check docs "$QR_TOP/scripts/check-docs.sh" || true

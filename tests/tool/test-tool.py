@@ -21,6 +21,7 @@ Usage: test-tool.py [--tap] [-k]    (QR_TOOL=path overrides the binary)
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -218,6 +219,29 @@ def sorted_ok(rows, order, key, desc=True):
     return [n for _, n in keyed] == [n for _, n in want]
 
 
+def release_on_terminal(args):
+    """The tool's stderr when it is a terminal (a pty), as text."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([T.TOOL] + args, stdout=subprocess.DEVNULL,
+                                stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:     # EIO: the tool closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=DEADLINE)
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def run(tap, lab):
     vmdir = lab.vmdir
     cli_checks(tap, lab, vmdir)
@@ -343,6 +367,14 @@ def run(tap, lab):
            "before %s\nafter %s" % (
                {k: x[0] and x[0]["releases"] for k, x in b.items()},
                {k: x[0] and x[0]["releases"] for k, x in a.items()}))
+
+    # -- on a terminal, release shows progress on stderr and clears it
+    progress = release_on_terminal(["release", "--dry-run", vmdir])
+    n = len(vms)
+    tap.ok(re.search(r"\[%d/%d\] 0 running" % (n, n), progress) and
+           progress.endswith("\r\033[K"),
+           "release on a terminal: a progress line up to [%d/%d], cleared "
+           "at the end" % (n, n), repr(progress[-300:]))
 
     # -- release --min-releasable, table
     b = snapshot(vms)
