@@ -52,9 +52,8 @@ def soak(qemu, work, src, cycles):
                     **{"job-id": "j%d" % i,
                        "x-perf": {"use-copy-range": False, "max-workers": 256,
                                   "max-chunk": 65536}})
-            # Wait for the job to go away rather than for its events: with
-            # back-to-back backups, QEMU 10.0.2 (also unpatched) sometimes
-            # does not deliver a job's final events.
+            # Wait for the job to go away (auto-dismiss): one query per
+            # poll, no event bookkeeping.
             while any(j["id"] == "j%d" % i for j in qmp.cmd("query-jobs")):
                 time.sleep(0.002)
             rel = qmp.cmd("x-release-free-memory")

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 TOP = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
-from qmplib import rss, start_qemu  # noqa: E402
+from qmplib import QMP, rss, start_qemu  # noqa: E402
 
 TOOL = os.environ.get("QR_TOOL") or os.path.join(
     TOP, "build", "tool", "tools", "qemu-reclaim", "qemu-reclaim")
@@ -237,55 +237,34 @@ class VM:
         end and left in the allocator (KEEP_POLICY).  Returns the
         releasable bytes after it."""
         src = self.lab.source()
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(300)
-        s.connect(self.sock)
+        qmp = QMP(self.sock, timeout=300)
         try:
-            f = s.makefile("rw")
-            events = []
-
-            def cmd(name, **args):
-                f.write(json.dumps({"execute": name, "arguments": args})
-                        + "\n")
-                f.flush()
-                while True:
-                    msg = json.loads(f.readline())
-                    if "event" in msg:
-                        events.append(msg["event"])
-                        continue
-                    if "error" in msg:
-                        raise QMPError(msg["error"]["desc"])
-                    return msg["return"]
-
-            json.loads(f.readline())
-            cmd("qmp_capabilities")
-            nodes = {n["node-name"] for n in cmd("query-named-block-nodes")}
+            nodes = {n["node-name"]
+                     for n in qmp.cmd("query-named-block-nodes")}
             if "fillsrc" not in nodes:
-                cmd("blockdev-add", driver="raw", **{"node-name": "fillsrc"},
-                    file={"driver": "file", "filename": src})
-                cmd("blockdev-add", driver="null-co", size=FILL_SIZE,
-                    **{"node-name": "filldst", "latency-ns": 50000000})
+                qmp.cmd("blockdev-add", driver="raw",
+                        **{"node-name": "fillsrc"},
+                        file={"driver": "file", "filename": src})
+                qmp.cmd("blockdev-add", driver="null-co", size=FILL_SIZE,
+                        **{"node-name": "filldst", "latency-ns": 50000000})
             for _ in range(rounds):
                 self.lab.fill_seq += 1
-                job = "fill%d" % self.lab.fill_seq
-                done = events.count("BLOCK_JOB_COMPLETED")
-                cmd("blockdev-backup", device="fillsrc", target="filldst",
-                    sync="full",
-                    **{"job-id": job,
-                       "x-perf": {"use-copy-range": False,
-                                  "max-workers": 2048, "max-chunk": 65536}})
+                done = qmp.count_events("BLOCK_JOB_COMPLETED")
+                qmp.cmd("blockdev-backup", device="fillsrc", target="filldst",
+                        sync="full",
+                        **{"job-id": "fill%d" % self.lab.fill_seq,
+                           "x-perf": {"use-copy-range": False,
+                                      "max-workers": 2048,
+                                      "max-chunk": 65536}})
                 end = time.monotonic() + 300
-                # wait on the event and on query-jobs (see README: the
-                # event is sometimes lost with back-to-back backups)
-                while events.count("BLOCK_JOB_COMPLETED") == done:
-                    if not any(j["id"] == job for j in cmd("query-jobs")):
-                        break
+                while qmp.count_events("BLOCK_JOB_COMPLETED") == done:
                     if time.monotonic() > end:
                         raise RuntimeError("backup did not end in 300 s")
                     time.sleep(0.02)
-            info = cmd("x-query-allocator-stats")
+                    qmp.cmd("query-jobs")   # reads the events that came
+            info = qmp.cmd("x-query-allocator-stats")
         finally:
-            s.close()
+            qmp.sock.close()
         self.filled = True
         return info["stats"]["releasable"]
 
