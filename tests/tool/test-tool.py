@@ -576,6 +576,37 @@ def run(tap, lab):
     tap.ok(alive and rc == 0, "auto: keeps running, exits 0 on SIGTERM",
            "running before SIGTERM: %s, exit %s\n%s" % (alive, rc, text))
 
+    # -- auto's host-wide rate limit: two VMs due at once, --rate 1
+    due = [by["101"], by["102"]]
+    for v in due:
+        v.fill()
+    b = snapshot(vms)
+    log = open(lab.path("auto-rate.log"), "w+")
+    p = lab.spawn([T.TOOL, "auto", "--threshold", "16M", "--hold", "0",
+                   "--interval", "1", "--min-interval", "60", "--rate", "1",
+                   vmdir], stdout=log, stderr=log)
+
+    def deltas():
+        a = snapshot(due)
+        return {v.vmid: a[v.vmid][0]["releases"]["manual"] -
+                b[v.vmid][0]["releases"]["manual"] for v in due}
+
+    T.wait_for(lambda: sum(deltas().values()) >= 1, 30, 0.5)
+    time.sleep(4)     # four more looks, all inside the same minute
+    d = deltas()
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except Exception:
+        p.kill()
+    log.seek(0)
+    text = log.read()
+    tap.ok(sorted(d.values()) == [0, 1] and
+           "host-wide limit reached (--rate 1 per minute)" in text,
+           "auto --rate 1: one of two due VMs released within the minute, "
+           "the other waits and the log says why",
+           "manual deltas %s\n%s" % (d, text))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -207,7 +207,7 @@ static void release_next(Daemon *d)
     }
     if (!rate_allows(d)) {
         /* The rest waits for the next look; nothing is lost */
-        cli_log("host-wide limit of %u releases per minute reached; %u VM%s "
+        cli_log("host-wide limit reached (--rate %u per minute); %u VM%s "
                 "wait%s", rate_per_min, g_queue_get_length(&d->queue),
                 g_queue_get_length(&d->queue) == 1 ? "" : "s",
                 g_queue_get_length(&d->queue) == 1 ? "s" : "");
