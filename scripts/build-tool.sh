@@ -24,3 +24,4 @@ if [ "${1:-}" = fuzz ]; then
     ninja -C "$QR_WORK/fuzz" tools/qemu-reclaim/fuzz-qmp-parser >/dev/null ||
         die "building the fuzz target failed"
 fi
+echo "built: qemu-reclaim$( [ "${1:-}" = fuzz ] && echo ", fuzz-qmp-parser")"
