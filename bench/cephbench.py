@@ -15,17 +15,41 @@ about 10%, more than the effect looked for.  Hence:
   CPU used by anything else during the run ("others") beyond a small
   allowance means the run lost CPU: it is repeated (up to --retries).
 """
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 import cephlib  # noqa: E402
 
 OUT = os.path.join(cephlib.TOP, "bench", "out")
+
+
+@contextlib.contextmanager
+def filled_image_cluster(name, osds, image, log):
+    """A throw-away cluster with `osds` OSDs and a 1 GiB image written once
+    (reads of never-written objects would not reach BlueStore's data);
+    stopped by pid and removed afterwards."""
+    work = tempfile.mkdtemp(prefix=name + "-")
+    cluster = cephlib.Cluster(os.path.join(work, "ceph"), osds=osds)
+    try:
+        secs = cluster.start()
+        log("cluster with %d OSD(s) on %s ready in %.1f s (%s)" % (
+            osds, cluster.osd_allocator(), secs, work))
+        cluster.run("rbd", "create", "--size", "1G", image)
+        cluster.run("rbd", "bench", "--io-type", "write", "--io-size", "4M",
+                    "--io-threads", "4", "--io-pattern", "seq",
+                    "--io-total", "1G", image, stdout=subprocess.DEVNULL)
+        yield cluster
+    finally:
+        cluster.stop(purge=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def log_to(path):

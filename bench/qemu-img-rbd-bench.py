@@ -28,9 +28,7 @@ Usage: qemu-img-rbd-bench.py [--rounds N] [--osds N] [NAME=QEMU_IMG ...]
 import argparse
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import cephbench
 
@@ -62,17 +60,8 @@ def main():
     os.makedirs(cephbench.OUT, exist_ok=True)
     log = cephbench.log_to(os.path.join(cephbench.OUT,
                                         "qemu-img-rbd-bench.log"))
-    work = tempfile.mkdtemp(prefix="qemu-img-rbd-bench-")
-    cluster = cephbench.cephlib.Cluster(os.path.join(work, "ceph"),
-                                        osds=args.osds)
-    try:
-        secs = cluster.start()
-        log("cluster with %d OSD(s) on %s ready in %.1f s (%s)" % (
-            args.osds, cluster.osd_allocator(), secs, work))
-        cluster.run("rbd", "create", "--size", "1G", IMAGE)
-        cluster.run("rbd", "bench", "--io-type", "write", "--io-size", "4M",
-                    "--io-threads", "4", "--io-pattern", "seq",
-                    "--io-total", "1G", IMAGE, stdout=subprocess.DEVNULL)
+    with cephbench.filled_image_cluster("qemu-img-rbd-bench", args.osds, IMAGE,
+                                        log) as cluster:
         filename = "rbd:%s:conf=%s" % (IMAGE, cluster.conf)
         variants = []
         for name, img in builds:
@@ -95,9 +84,6 @@ def main():
                                    log, max_others=args.max_others,
                                    idle=args.idle)
         cephbench.report(res, builds[0][0], log)
-    finally:
-        cluster.stop(purge=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,7 @@ Usage: rbd-bench.py [--rounds N] [--osds N] [--variants a,b,...]
 import argparse
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import cephbench
 
@@ -59,18 +56,8 @@ def main():
     args = ap.parse_args()
     os.makedirs(cephbench.OUT, exist_ok=True)
     log = cephbench.log_to(os.path.join(cephbench.OUT, "rbd-bench.log"))
-    work = tempfile.mkdtemp(prefix="rbd-bench-")
-    cluster = cephbench.cephlib.Cluster(os.path.join(work, "ceph"),
-                                        osds=args.osds)
-    try:
-        secs = cluster.start()
-        log("cluster with %d OSD(s) on %s ready in %.1f s (%s)" % (
-            args.osds, cluster.osd_allocator(), secs, work))
-        cluster.run("rbd", "create", "--size", "1G", IMAGE)
-        # Reads of never-written objects would not reach BlueStore's data
-        cluster.run("rbd", "bench", "--io-type", "write", "--io-size", "4M",
-                    "--io-threads", "4", "--io-pattern", "seq",
-                    "--io-total", "1G", IMAGE, stdout=subprocess.DEVNULL)
+    with cephbench.filled_image_cluster("rbd-bench", args.osds, IMAGE,
+                                        log) as cluster:
         variants = []
         for v in args.variants.split(","):
             env = dict(cluster.env)
@@ -90,9 +77,6 @@ def main():
                                    parse, log, max_others=args.max_others,
                                    idle=args.idle)
         cephbench.report(res, "glibc", log)
-    finally:
-        cluster.stop(purge=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
