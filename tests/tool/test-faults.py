@@ -298,6 +298,20 @@ def run(tap, lab):
             os.chmod(d, 0o755)
         return d
 
+    def against_peer(kind, vmid, args, as_user=None):
+        """Run the tool with args over a `kind` peer and the healthy QEMUs;
+        the healthy QEMUs' own figures before and after."""
+        peer = Peer(kind, os.path.join(fault_dir(kind), vmid + ".qmp"), lab)
+        try:
+            b = snapshot(healthy)
+            r = T.run_tool(args + ["--timeout", str(TOOL_TIMEOUT_MS),
+                                   peer.path] + [v.sock for v in healthy],
+                           DEADLINE, user=as_user)
+            a = snapshot(healthy)
+        finally:
+            peer.close()
+        return peer, r, b, a
+
     # -- stats, one peer at a time
     for kind in STATS_FAULTS:
         what = "stats with a '%s' peer" % kind
@@ -306,16 +320,8 @@ def run(tap, lab):
                 tap.skip("%s: %s" % (what, n), no_nobody)
             continue
         vmid = "9%02d" % STATS_FAULTS.index(kind)
-        peer = Peer(kind, os.path.join(fault_dir(kind), vmid + ".qmp"), lab)
-        try:
-            b = snapshot(healthy)
-            r = T.run_tool(["stats", "--timeout", str(TOOL_TIMEOUT_MS),
-                            "--bytes", peer.path] +
-                           [v.sock for v in healthy], DEADLINE,
-                           user=user if kind == "perm" else None)
-            a = snapshot(healthy)
-        finally:
-            peer.close()
+        peer, r, b, a = against_peer(kind, vmid, ["stats", "--bytes"],
+                                     user if kind == "perm" else None)
         check_run(tap, r, what, [kind], None)
         rows = T.parse_stats_table(r.out, {vmid} | {v.vmid for v in healthy})
         st = rows.get(vmid, {}).get("status") or rows.get(vmid, {}).get(
@@ -337,15 +343,7 @@ def run(tap, lab):
     for kind in RELEASE_FAULTS:
         what = "release with a '%s' peer" % kind
         vmid = "8%02d" % RELEASE_FAULTS.index(kind)
-        peer = Peer(kind, os.path.join(fault_dir(kind), vmid + ".qmp"), lab)
-        try:
-            b = snapshot(healthy)
-            r = T.run_tool(["release", "--timeout", str(TOOL_TIMEOUT_MS),
-                            "--json", peer.path] +
-                           [v.sock for v in healthy], DEADLINE)
-            a = snapshot(healthy)
-        finally:
-            peer.close()
+        peer, r, b, a = against_peer(kind, vmid, ["release", "--json"])
         check_run(tap, r, what, [kind], None)
         doc = r.json() or {}
         ents = {e.get("vm"): e for e in doc.get("vms", [])}
