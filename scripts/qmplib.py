@@ -64,21 +64,33 @@ def rss(pid):
     return 0
 
 
-def start_qemu(qemu, qmp_path, extra=(), deadline_s=30):
-    """Start QEMU (machine none, KVM or else qtest) with a QMP socket; wait
-    until the socket exists.  Returns the Popen object."""
+def start_qemu(qemu, qmp_path, extra=(), deadline_s=30, accel="qtest",
+               log=None):
+    """Start QEMU (machine none, KVM or else `accel`) with a QMP socket;
+    wait until the socket exists.  Our builds have no TCG, so "qtest";
+    Debian's QEMU 7.2 has no qtest, so "tcg".  With `log`, QEMU's stderr
+    goes there and a QEMU that does not come up says why.  Returns the
+    Popen object."""
     if os.path.exists(qmp_path):
         os.unlink(qmp_path)
+    err = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [qemu, "-machine", "none", "-nodefaults", "-display", "none",
-         # These builds have no TCG: KVM where there is one, else qtest
-         "-accel", "kvm", "-accel", "qtest"] + list(extra) +
+         "-accel", "kvm", "-accel", accel] + list(extra) +
         ["-qmp", "unix:%s,server=on,wait=on" % qmp_path],
-        stderr=subprocess.DEVNULL)
+        stderr=err)
+    if log:
+        err.close()
     end = time.monotonic() + deadline_s
     while not os.path.exists(qmp_path):
         if proc.poll() is not None or time.monotonic() > end:
             proc.kill()
-            raise RuntimeError("QEMU did not start")
+            proc.wait()
+            why = ""
+            if log:
+                with open(log) as f:
+                    why = ": " + " | ".join(f.read().splitlines()[-3:])
+            raise RuntimeError("QEMU did not start (exit %s)%s" % (
+                proc.returncode, why))
         time.sleep(0.01)
     return proc

@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-from qmplib import QMP, rss  # noqa: E402
+from qmplib import QMP, rss, start_qemu  # noqa: E402
 import cephlib  # noqa: E402
 
 SIZE = 256 << 20
@@ -86,27 +86,6 @@ def has_rbd(qemu):
                for ln in out.splitlines())
 
 
-def start_qemu(qemu, sock, log, extra):
-    """QEMU (machine none, KVM or else qtest) with its stderr in LOG, so
-    that a QEMU that does not come up says why."""
-    err = open(log, "w")
-    proc = subprocess.Popen(
-        [qemu, "-machine", "none", "-nodefaults", "-display", "none",
-         "-accel", "kvm", "-accel", "qtest"] + extra +
-        ["-qmp", "unix:%s,server=on,wait=on" % sock], stderr=err)
-    err.close()
-    end = time.monotonic() + 60
-    while not os.path.exists(sock):
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            proc.wait()
-            with open(log) as f:
-                raise RuntimeError("QEMU did not start (exit %s): %s" % (
-                    proc.returncode, " | ".join(f.read().splitlines()[-3:])))
-        time.sleep(0.01)
-    return proc
-
-
 def wait_for(qmp, what, cond, deadline_s):
     end = time.monotonic() + deadline_s
     while not cond():
@@ -150,10 +129,11 @@ def one_build(name, qemu, work, conf, pattern):
     # A second QMP socket for the operator tool: QEMU serves one client
     # per socket, and the test holds the first one.
     tool_sock = os.path.join(work, "%s.qmp" % name)
-    proc = start_qemu(qemu, sock, os.path.join(work, "qemu-%s.log" % name),
-                      ["-object", "allocator-policy,id=policy,"
-                       "min-releasable=0",
-                       "-qmp", "unix:%s,server=on,wait=off" % tool_sock])
+    proc = start_qemu(qemu, sock, deadline_s=60,
+                      log=os.path.join(work, "qemu-%s.log" % name),
+                      extra=["-object", "allocator-policy,id=policy,"
+                             "min-releasable=0",
+                             "-qmp", "unix:%s,server=on,wait=off" % tool_sock])
     try:
         qmp = QMP(sock, timeout=120)
         qmp.cmd("blockdev-add", driver="rbd", pool="rbd", image=IMAGE,

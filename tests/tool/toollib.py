@@ -320,7 +320,7 @@ class Lab:
                 if build in PATCHED:
                     proc = start_qemu(qemu, sock, extra)
                 else:
-                    proc = _start_unpatched(qemu, sock, extra)
+                    proc = start_qemu(qemu, sock, extra, accel="tcg")
                 break
             except (RuntimeError, FileNotFoundError, PermissionError,
                     OSError):
@@ -369,27 +369,6 @@ class Lab:
             except Exception:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _start_unpatched(qemu, sock, extra):
-    """Debian's QEMU 7.2 has no qtest accelerator; it has TCG.  Same
-    command line as qmplib.start_qemu otherwise."""
-    if not os.path.exists(qemu):
-        raise FileNotFoundError(qemu)
-    if os.path.exists(sock):
-        os.unlink(sock)
-    proc = subprocess.Popen(
-        [qemu, "-machine", "none", "-nodefaults", "-display", "none",
-         "-accel", "kvm", "-accel", "tcg"] + list(extra) +
-        ["-qmp", "unix:%s,server=on,wait=on" % sock],
-        stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 30
-    while not os.path.exists(sock):
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            raise RuntimeError("QEMU did not start")
-        time.sleep(0.01)
-    return proc
 
 
 # ---------------------------------------------------------------- the tool
