@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Check that every prefix of the series builds (one logical change per
-# patch, bisectable): check out each patch's commit in the generated tree
-# and build one variant incrementally, then return to the full series.
-#   scripts/check-prefixes.sh [variant]     (default: tcmalloc)
+# Check that every prefix of the series builds, tests included, in every
+# variant (one logical change per patch, bisectable): check out each
+# patch's commit in the generated tree and build each variant's build
+# directory incrementally, then return to the full series.
+#   scripts/check-prefixes.sh [variant...]     (default: all)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-variant=${1:-tcmalloc}
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || read -r -a variants <<<"$QR_VARIANTS_ALL"
 "$QR_TOP/scripts/tree.sh"
 cd "$QR_TREE"
-branch=$(git symbolic-ref -q --short HEAD) || die "the tree is not on a branch"
-trap 'git -C "$QR_TREE" checkout -q "$branch" 2>/dev/null || true' EXIT
+head=$(git rev-parse HEAD)
+trap 'git -C "$QR_TREE" checkout -q "$head" 2>/dev/null; git -C "$QR_TREE" checkout -q master 2>/dev/null || true' EXIT
 n=0
-for c in $(git rev-list --reverse baseline..HEAD); do
+total=$(git rev-list --count baseline..HEAD)
+for c in $(git rev-list --reverse baseline.."$head"); do
     n=$((n + 1))
+    # The last prefix is the series itself, which the variants' builds are.
+    [ "$n" -lt "$total" ] || break
     git checkout -q "$c"
-    step "Prefix $n: $(git log -1 --format=%s "$c")"
-    QR_TARGETS="qemu-system-x86_64 qemu-img" "$QR_TOP/scripts/build.sh" "$variant" ||
-        die "the series does not build after patch $n"
+    step "Prefix $n/$total: $(git log -1 --format=%s "$c")"
+    QR_TARGETS= "$QR_TOP/scripts/build.sh" "${variants[@]}" ||
+        die "the series does not build after patch $n ($(git log -1 --format=%s "$c"))"
 done
-git checkout -q "$branch"
-info "all $n prefixes build ($variant)"
+git checkout -q master
+QR_TARGETS= "$QR_TOP/scripts/build.sh" "${variants[@]}" >/dev/null 2>&1 ||
+    die "the full series no longer builds after the prefix checks"
+info "all $total prefixes build, all targets (${variants[*]})"

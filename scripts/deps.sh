@@ -12,7 +12,12 @@ OURS=/etc/apt/sources.list.d/qemu-reclaim.sources
 # Packages from bookworm itself.
 PKGS=(
     build-essential pkg-config git ninja-build bzip2 xz-utils
+    # meson compiles through ccache when it is there: the prefix checks
+    # go back and forth between the series' states
+    ccache
     python3 python3-venv libglib2.0-dev libfdt-dev libpixman-1-dev zlib1g-dev
+    # QEMU 10.2's +ds tarball has no .dtb blobs: with dtc, meson makes them
+    device-tree-compiler
     libgoogle-perftools-dev libjemalloc-dev
     dpkg-dev python3-docutils python3-sphinx python3-sphinx-rtd-theme
     # the operator tool (tools/qemu-reclaim) and its tests
@@ -27,14 +32,13 @@ BACKPORTS=(meson python3-pycotap)
 # Derive the deb-src and backports entries from the machine's own Debian
 # entry, so that no mirror host name ever lives in this repository.
 add_sources() {
-    [ -f "$OURS" ] && return 1
     [ -r "$SOURCES" ] || die "$SOURCES not found: cannot derive apt entries"
     local uris signed
     uris=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' "$SOURCES")
     signed=$(awk '/^Signed-By:/ {print $2; exit}' "$SOURCES")
     [ -n "$uris" ] || die "no Debian archive URI in $SOURCES"
-    info "adding bookworm-backports and deb-src entries ($OURS)"
-    cat > "$OURS" <<SRC
+    local want
+    want=$(cat <<SRC
 Types: deb deb-src
 URIs: $uris
 Suites: bookworm-backports
@@ -46,7 +50,19 @@ URIs: $uris
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: $signed
+
+# QEMU's source: sid's list names the pinned version (scripts/lib.sh);
+# source entries only, no binary package ever comes from sid.
+Types: deb-src
+URIs: $uris
+Suites: sid
+Components: main
+Signed-By: $signed
 SRC
+)
+    [ -f "$OURS" ] && [ "$(cat "$OURS")" = "$want" ] && return 1
+    info "adding bookworm-backports and deb-src entries ($OURS)"
+    printf '%s\n' "$want" >"$OURS"
     return 0
 }
 
@@ -62,7 +78,8 @@ step "Checking packages"
 need_root
 updated=0
 if add_sources || [ ! -e /var/lib/apt/lists/partial ] ||
-   ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1; then
+   ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1 ||
+   ! ls /var/lib/apt/lists/*_sid_*Sources* >/dev/null 2>&1; then
     info "apt-get update"
     apt-get update -q >/dev/null || die "apt-get update failed"
     updated=1

@@ -1,40 +1,49 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Export everything pve-qemu needs, in pve-qemu's own layout, to
-# build/pve-export/ (or the directory given):
-#   debian/patches/pve/00NN-PVE-*.patch   the series, then pve-backup.c's patch
-#   series.add                            the lines for debian/patches/series
-#   README                                the d/rules and d/control changes
-# Numbering continues after pve-qemu 10.0.2-4's last pve/ patch (0060).
+# Export everything pve-qemu needs, in pve-qemu's layout, into DIR:
+#   debian/patches/pve/00NN-*.patch   the series, then qemu-patches/pve/
+#   series.add                        the lines for debian/patches/series
+#   README                            the debian/control and debian/rules changes
+# Numbering continues after pve-qemu-kvm 10.2.1-2's last pve/ patch (0047).
+#   scripts/export-pve.sh DIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-export.sh"
 
-out=${1:-$QR_WORK/pve-export}
-first=${QR_PVE_FIRST:-61}
+[ $# -eq 1 ] || die "usage: scripts/export-pve.sh DIR"
+out=$1
+first=48
+ident=$(export_identity)
+date=$(export_date)
+head=$(export_commits "$ident" "$date")
 step "Exporting the series for pve-qemu to $out"
 rm -rf "$out"
 mkdir -p "$out/debian/patches/pve"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+git -C "$QR_TREE" format-patch -q --zero-commit --no-signature --no-numbered \
+    -o "$tmp/upstream" "baseline..$head"
+"$QR_PYTHON" "$QR_TOP/scripts/series.py" mbox "$QR_PATCHES/pve/series" "$tmp/pve" \
+    --ident "$ident" --date "$date" || die "cannot write qemu-patches/pve/ as mails"
+
 n=$first
+: >"$out/series.add"
 add() {
     local src=$1 subject name
     subject=$(sed -n 's/^Subject: \[PATCH[^]]*\] //p' "$src" | head -n 1)
-    # pve-qemu names its own patches "PVE-..."; keep the upstream subject
-    case "$subject" in PVE*) subject=${subject#PVE-} ;; esac
-    name=$(printf '%04d-PVE-%s' "$n" "$subject" |
-           sed 's/[^A-Za-z0-9._-]/-/g; s/--*/-/g' | cut -c1-64 | sed 's/-$//')
+    name=$(printf '%04d-%s' "$n" "$subject" |
+           sed 's/[^A-Za-z0-9._-]/-/g; s/--*/-/g' | cut -c1-57 | sed 's/-$//')
     cp "$src" "$out/debian/patches/pve/$name.patch"
     echo "pve/$name.patch" >>"$out/series.add"
     n=$((n + 1))
 }
-: >"$out/series.add"
+for p in "$tmp"/upstream/*.patch; do add "$p"; done
 while read -r p; do
-    add "$QR_PATCHES/$p"
-done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$QR_PATCHES/series")
-while read -r p; do
-    add "$QR_PATCHES/pve/$p"
-done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$QR_PATCHES/pve/series")
-cat >"$out/README" <<'TXT'
-For pve-qemu-kvm 10.0.2-4:
+    add "$tmp/pve/$p"
+done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/^\([^[:space:]]*\).*/\1/' "$QR_PATCHES/pve/series")
+
+cat >"$out/README" <<TXT
+For pve-qemu-kvm 10.2.1-2 (QEMU $QEMU_VERSION):
 
 1. Copy debian/patches/pve/*.patch into pve-qemu's debian/patches/pve/ and
    append series.add to debian/patches/series.
@@ -42,11 +51,8 @@ For pve-qemu-kvm 10.0.2-4:
        libgoogle-perftools-dev (>= 2.10),
    (gperftools 2.16 is what Proxmox VE 9 ships; 2.10 is the oldest tested.)
 3. debian/rules: add to the ./configure call
-       --enable-malloc=tcmalloc \
+       --enable-malloc=tcmalloc \\
    (or keep glibc: the series works with every allocator, and the automatic
    release after backups replaces pve-backup.c's malloc_trim(4 MiB).)
-4. Operators can set the policy per VM with
-       -object allocator-policy,id=policy,release-after-backup=on,min-releasable=64M
-   and read the figures with "info allocator" in "qm monitor".
 TXT
-info "$((n - first)) patches, numbered $first..$((n - 1))"
+info "$((n - first)) patches, numbered $(printf %04d $first)..$(printf %04d $((n - 1))), from $ident"

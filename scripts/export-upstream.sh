@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Export the series as qemu-devel would receive it: numbered patches with
-# a cover letter (subject and text from qemu-patches/cover-letter.txt),
-# against QEMU 10.0.2, in build/upstream/ (or the directory given).
+# Export the series as qemu-devel receives it: numbered patches and a cover
+# letter (qemu-patches/cover-letter.txt), against pristine QEMU, authored
+# and signed off by your git identity, into DIR:
+#   scripts/export-upstream.sh DIR
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-export.sh"
 
-out=${1:-$QR_WORK/upstream}
-"$QR_TOP/scripts/tree.sh"
-step "Exporting the series for upstream to $out"
+[ $# -eq 1 ] || die "usage: scripts/export-upstream.sh DIR"
+out=$1
+ident=$(export_identity)
+date=$(export_date)
+head=$(export_commits "$ident" "$date")
+step "Exporting the series for qemu-devel to $out"
 rm -rf "$out"
 mkdir -p "$out"
-git -C "$QR_TREE" format-patch -q --cover-letter --numbered --zero-commit \
-    --no-signature -o "$out" baseline..HEAD
-cover=$(ls "$out"/0000-cover-letter.patch)
-subject=$(head -n 1 "$QR_PATCHES/cover-letter.txt")
-"$QR_PYTHON" - "$cover" "$subject" "$QR_PATCHES/cover-letter.txt" <<'PY'
+# The cover letter is dated and signed by the committer: the same person.
+GIT_COMMITTER_NAME="${ident% <*}" GIT_COMMITTER_EMAIL="$(sed 's/.*<\(.*\)>/\1/' <<<"$ident")" \
+GIT_COMMITTER_DATE="$date" \
+    git -C "$QR_TREE" format-patch -q --cover-letter --numbered --zero-commit \
+        --no-signature -o "$(realpath "$out")" "baseline..$head"
+"$QR_PYTHON" - "$out/0000-cover-letter.patch" "$QR_PATCHES/cover-letter.txt" <<'PY'
 import sys
-path, subject, blurb_file = sys.argv[1:]
-blurb = open(blurb_file).read().split("\n", 2)[2].rstrip() + "\n"
+path, blurb_file = sys.argv[1:]
+subject, _, blurb = open(blurb_file).read().partition("\n\n")
 text = open(path).read()
-text = text.replace("*** SUBJECT HERE ***", subject)
-text = text.replace("*** BLURB HERE ***", blurb)
+text = text.replace("*** SUBJECT HERE ***", subject.strip())
+text = text.replace("*** BLURB HERE ***", blurb.rstrip() + "\n")
 open(path, "w").write(text)
 PY
-info "$(ls "$out" | wc -l) files: cover letter + $(git -C "$QR_TREE" rev-list --count baseline..HEAD) patches"
+info "cover letter + $(git -C "$QR_TREE" rev-list --count "baseline..$head") patches, from $ident"

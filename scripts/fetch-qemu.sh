@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Fetch the pristine QEMU 10.0.2 tarball once, verify it, keep it in the cache.
+# Fetch the pristine QEMU 10.2.2 tarball once, verify it, keep it in the cache.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -22,8 +22,8 @@ tmp=$(mktemp -d "$QR_CACHE/fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # apt-get source runs as the _apt user for the download: let it write here.
 chmod 0777 "$tmp"
-(cd "$tmp" && apt-get source -q --download-only --tar-only "qemu/bookworm-backports") >&2 ||
-    die "apt-get source qemu/bookworm-backports failed (is the deb-src entry there? run scripts/deps.sh)"
+(cd "$tmp" && apt-get source -q --download-only --tar-only "qemu=$QEMU_DEB_VERSION") >&2 ||
+    die "apt-get source qemu=$QEMU_DEB_VERSION failed (is the deb-src entry there? run scripts/deps.sh)"
 [ -f "$tmp/$QEMU_ORIG" ] || die "apt-get source did not produce $QEMU_ORIG: $(ls "$tmp")"
 verify "$tmp/$QEMU_ORIG" ||
     die "sha256 of $QEMU_ORIG is $(sha256sum "$tmp/$QEMU_ORIG" | cut -d' ' -f1), expected $QEMU_ORIG_SHA256"

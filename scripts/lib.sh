@@ -7,11 +7,17 @@ QR_WORK=${QR_WORK:-$QR_TOP/build}              # generated, ignored by git
 QR_TREE=${QR_TREE:-$QR_WORK/qemu}              # the generated QEMU git tree
 QR_CACHE=${QR_CACHE:-/var/cache/qemu-reclaim}  # survives fresh clones (CI)
 QR_PATCHES=$QR_TOP/qemu-patches
+# The compiler cache: QEMU's configure names the compiler itself, so
+# ccache's masquerade directory goes first on PATH.
+[ -d /usr/lib/ccache ] && case ":$PATH:" in *:/usr/lib/ccache:*) ;; *) PATH=/usr/lib/ccache:$PATH ;; esac
+export CCACHE_DIR=${CCACHE_DIR:-$QR_CACHE/ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-30G}
 QR_VARIANTS_ALL="system tcmalloc jemalloc asan"
 
-QEMU_VERSION=10.0.2
+QEMU_VERSION=10.2.2
+QEMU_DEB_VERSION=1:10.2.2+ds-1                 # the source package that has it
 QEMU_ORIG=qemu_${QEMU_VERSION}+ds.orig.tar.xz
-QEMU_ORIG_SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
+QEMU_ORIG_SHA256=be05230fe47a6937cd29f28f562932c8125f9c93c2a82c625198f7a4aa601dfb
 
 # The baseline commit of the generated tree has fixed metadata so that its
 # id, and therefore every exported patch's context, is reproducible.

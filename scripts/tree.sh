@@ -1,27 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Make (or bring up to date) the generated QEMU git tree: a baseline commit
-# of pristine QEMU 10.0.2, then one commit per patch of qemu-patches/series.
+# Make (or bring up to date) the generated QEMU git tree build/qemu: a
+# baseline commit of pristine QEMU, then one commit per patch of
+# qemu-patches/series, made by scripts/series.py from the patch files and
+# the top-level sources.  Nothing lives only here: delete it at will.
 #
-# An existing tree is updated in place: commits that still match their patch
-# are kept and only the rest is re-applied, so file times of untouched files
-# survive and the builds stay incremental.  Work that exists only in the tree
-# (uncommitted edits, commits not exported) is never thrown away.
+# The commits are made with a private index, and the work tree is then
+# moved to them with "git reset --hard", which rewrites only the files
+# whose content changed: the builds stay incremental.  Edits made by hand
+# in the tree are never thrown away (see scripts/fixup.sh).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-
-series_patches() {
-    [ -f "$QR_PATCHES/series" ] || return 0
-    sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$QR_PATCHES/series" | grep -v '^$' || true
-}
-
-patch_id_of_file() {
-    git patch-id --stable < "$1" | awk '{print $1}'
-}
-
-patch_id_of_commit() {
-    git -C "$QR_TREE" show "$1" | git patch-id --stable | awk '{print $1}'
-}
 
 create_baseline() {
     step "Creating the baseline tree from $QEMU_ORIG"
@@ -49,62 +38,28 @@ create_baseline() {
     info "baseline $(git rev-parse --short HEAD)"
 }
 
-apply_series() {
-    cd "$QR_TREE"
-    local dirty
-    dirty=$(git status --porcelain --untracked-files=no)
-    [ -z "$dirty" ] ||
-        die "uncommitted edits in $QR_TREE; commit them and run scripts/export.sh (or 'git -C $QR_TREE stash'):
+# A baseline of another QEMU version (an older checkout of this project)
+# is replaced, never built on.
+if [ -d "$QR_TREE/.git" ] &&
+   ! git -C "$QR_TREE" log -1 --format=%s baseline 2>/dev/null |
+     grep -qF "QEMU $QEMU_VERSION (pristine"; then
+    info "$QR_TREE is not based on QEMU $QEMU_VERSION: making it anew"
+    rm -rf "$QR_TREE"
+fi
+[ -d "$QR_TREE/.git" ] || create_baseline
+
+cd "$QR_TREE"
+head=$("$QR_PYTHON" "$QR_TOP/scripts/series.py" commit "$QR_TREE" baseline \
+       --ident "$QR_AUTHOR_NAME <$QR_AUTHOR_EMAIL>") ||
+    die "cannot make the series' commits (see above)"
+if [ "$(git rev-parse HEAD)" = "$head" ]; then
+    info "tree up to date: $(git rev-list --count baseline..HEAD) patches"
+    exit 0
+fi
+dirty=$(git status --porcelain --untracked-files=no)
+[ -z "$dirty" ] ||
+    die "edits by hand in $QR_TREE: fold them in with scripts/fixup.sh PATCH
+(or drop them with 'git -C $QR_TREE checkout -- .'):
 $dirty"
-
-    mapfile -t patches < <(series_patches)
-    mapfile -t commits < <(git rev-list --reverse baseline..HEAD)
-
-    # Every commit in the tree must be known to the series, or it is work
-    # that was never exported: refuse to throw it away.
-    local c known=" "
-    for p in "${patches[@]+"${patches[@]}"}"; do
-        [ -f "$QR_PATCHES/$p" ] || die "series names $p, which does not exist"
-        known+="$(patch_id_of_file "$QR_PATCHES/$p") "
-    done
-    for c in "${commits[@]+"${commits[@]}"}"; do
-        case "$known" in
-        *" $(patch_id_of_commit "$c") "*) ;;
-        *) die "commit '$(git log -1 --format=%s "$c")' in $QR_TREE is not in qemu-patches/; run scripts/export.sh first" ;;
-        esac
-    done
-
-    # Keep the longest prefix that matches the series, re-apply the rest.
-    local keep=0
-    while [ $keep -lt ${#patches[@]} ] && [ $keep -lt ${#commits[@]} ] &&
-          [ "$(patch_id_of_file "$QR_PATCHES/${patches[$keep]}")" = \
-            "$(patch_id_of_commit "${commits[$keep]}")" ]; do
-        keep=$((keep + 1))
-    done
-    if [ $keep -lt ${#commits[@]} ]; then
-        local to=baseline
-        [ $keep -gt 0 ] && to=${commits[$((keep - 1))]}
-        info "rewinding to $(git log -1 --format='%h %s' "$to")"
-        git reset -q --hard "$to"
-    fi
-    if [ $keep -eq ${#patches[@]} ]; then
-        info "tree up to date: ${#patches[@]} patches applied"
-        return
-    fi
-    step "Applying qemu-patches/series (${#patches[@]} patches, ${keep} already applied)"
-    local i out
-    for ((i = keep; i < ${#patches[@]}; i++)); do
-        p=${patches[$i]}
-        info "applying $p"
-        if ! out=$(git am -q --keep-cr --committer-date-is-author-date \
-                   "$QR_PATCHES/$p" 2>&1); then
-            git am --abort >/dev/null 2>&1 || true
-            die "patch $p does not apply:
-$out"
-        fi
-    done
-}
-
-[ -d "$QR_TREE/.git" ] && git -C "$QR_TREE" rev-parse -q --verify baseline >/dev/null ||
-    create_baseline
-apply_series
+step "Moving $QR_TREE to the series ($(git rev-list --count baseline.."$head") patches)"
+git reset -q --hard "$head"
