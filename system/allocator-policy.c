@@ -23,7 +23,7 @@
 #include "qom/object_interfaces.h"
 
 #define TYPE_ALLOCATOR_POLICY "allocator-policy"
-OBJECT_DECLARE_SIMPLE_TYPE(AllocatorPolicy, ALLOCATOR_POLICY)
+OBJECT_DECLARE_SIMPLE_TYPE(AllocatorPolicyObject, ALLOCATOR_POLICY)
 
 #define DEFAULT_MIN_RELEASABLE (4 * MiB)
 #define DEFAULT_IDLE_INTERVAL_MS 1000
@@ -34,7 +34,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(AllocatorPolicy, ALLOCATOR_POLICY)
  * that fails to be created changes nothing; from then on each change
  * applies at once.
  */
-struct AllocatorPolicy {
+struct AllocatorPolicyObject {
     Object parent_obj;
     bool active;
     bool release_after_backup;
@@ -42,9 +42,9 @@ struct AllocatorPolicy {
     uint32_t idle_interval_ms;
 };
 
-static AllocatorPolicy *the_policy;
+static AllocatorPolicyObject *the_policy;
 
-static void policy_apply(AllocatorPolicy *p)
+static void policy_apply(AllocatorPolicyObject *p)
 {
     if (p->active) {
         qemu_allocator_set_release_after_backup(p->release_after_backup);
@@ -61,7 +61,7 @@ static bool policy_get_release_after_backup(Object *obj, Error **errp)
 static void policy_set_release_after_backup(Object *obj, bool value,
                                             Error **errp)
 {
-    AllocatorPolicy *p = ALLOCATOR_POLICY(obj);
+    AllocatorPolicyObject *p = ALLOCATOR_POLICY(obj);
 
     p->release_after_backup = value;
     policy_apply(p);
@@ -120,7 +120,7 @@ static void policy_set_idle_interval(Object *obj, Visitor *v,
 
 static void policy_complete(UserCreatable *uc, Error **errp)
 {
-    AllocatorPolicy *p = ALLOCATOR_POLICY(uc);
+    AllocatorPolicyObject *p = ALLOCATOR_POLICY(uc);
 
     if (the_policy) {
         error_setg(errp, "there is already an allocator-policy object ('%s'):"
@@ -135,7 +135,7 @@ static void policy_complete(UserCreatable *uc, Error **errp)
 
 static void policy_init(Object *obj)
 {
-    AllocatorPolicy *p = ALLOCATOR_POLICY(obj);
+    AllocatorPolicyObject *p = ALLOCATOR_POLICY(obj);
 
     p->release_after_backup = true;
     p->min_releasable = DEFAULT_MIN_RELEASABLE;
@@ -144,7 +144,7 @@ static void policy_init(Object *obj)
 
 static void policy_finalize(Object *obj)
 {
-    AllocatorPolicy *p = ALLOCATOR_POLICY(obj);
+    AllocatorPolicyObject *p = ALLOCATOR_POLICY(obj);
 
     if (!p->active) {
         return;
@@ -181,11 +181,11 @@ static void policy_class_init(ObjectClass *oc, const void *data)
 static const TypeInfo policy_info = {
     .name = TYPE_ALLOCATOR_POLICY,
     .parent = TYPE_OBJECT,
-    .instance_size = sizeof(AllocatorPolicy),
+    .instance_size = sizeof(AllocatorPolicyObject),
     .instance_init = policy_init,
     .instance_finalize = policy_finalize,
     .class_init = policy_class_init,
-    .interfaces = (InterfaceInfo[]) {
+    .interfaces = (const InterfaceInfo[]) {
         { TYPE_USER_CREATABLE },
         { }
     },

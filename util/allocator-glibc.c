@@ -26,10 +26,10 @@
  * as releasable again.  This errs on the side of calling too much
  * releasable (any other growth of RSS counts too), never too little.
  */
+#ifdef CONFIG_MALLINFO2
 static uint64_t free_after_trim;
 static uint64_t rss_after_trim;
 
-#ifdef CONFIG_MALLINFO2
 static void glibc_get_stats(QemuAllocatorStats *stats)
 {
     struct mallinfo2 mi = mallinfo2();
@@ -79,7 +79,7 @@ static void glibc_idle(void)
     glibc_note_trim();
 }
 
-const AllocatorBackend allocator_backend = {
+const AllocatorBackendOps allocator_backend = {
     .name = "glibc",
     .get_stats = glibc_get_stats,
     .release = glibc_release,

@@ -29,10 +29,10 @@ static inline void allocator_step_end(AllocatorSteps *s)
     s->count++;
 }
 
-/* Value for AllocatorBackend.release when the allocator does not count. */
+/* Value for AllocatorBackendOps.release when the allocator does not count. */
 #define ALLOCATOR_RETURNED_UNKNOWN UINT64_MAX
 
-typedef struct AllocatorBackend {
+typedef struct AllocatorBackendOps {
     const char *name;
     /* release honours max_bytes */
     bool can_limit;
@@ -52,9 +52,9 @@ typedef struct AllocatorBackend {
      * called at the same time as release.  NULL: nothing to do.
      */
     void (*idle)(void);
-} AllocatorBackend;
+} AllocatorBackendOps;
 
-extern const AllocatorBackend allocator_backend;
+extern const AllocatorBackendOps allocator_backend;
 
 void allocator_add_figure(QemuAllocatorStats *stats, const char *name,
                           uint64_t value);

@@ -111,7 +111,7 @@ static void jemalloc_idle(void)
     mallctl("arena." ARENAS_ALL ".decay", NULL, NULL, NULL, 0);
 }
 
-const AllocatorBackend allocator_backend = {
+const AllocatorBackendOps allocator_backend = {
     .name = "jemalloc",
     .get_stats = jemalloc_get_stats,
     .release = jemalloc_release,

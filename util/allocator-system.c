@@ -7,6 +7,6 @@
 #include "qemu/osdep.h"
 #include "allocator-int.h"
 
-const AllocatorBackend allocator_backend = {
+const AllocatorBackendOps allocator_backend = {
     .name = "system",
 };

@@ -103,7 +103,7 @@ static void tcmalloc_idle(void)
     }
 }
 
-const AllocatorBackend allocator_backend = {
+const AllocatorBackendOps allocator_backend = {
     .name = "tcmalloc",
     .can_limit = true,
     .get_stats = tcmalloc_get_stats,

@@ -179,7 +179,8 @@ static void test_after_backup(void)
     }
     /* Release whatever there is, to count releases exactly */
     qts = qtest_init("-machine none -nodefaults "
-                     "-object allocator-policy,id=policy,min-releasable=0");
+                     "-object allocator-policy,id=policy,min-releasable=0,"
+                     "idle-interval=0");
     add_pair(qts, 0, target);
     rss_before = vm_rss(qts);
     backup(qts, 0);
@@ -223,7 +224,8 @@ static void test_transaction(void)
         return;
     }
     qts = qtest_init("-machine none -nodefaults "
-                     "-object allocator-policy,id=policy,min-releasable=0");
+                     "-object allocator-policy,id=policy,min-releasable=0,"
+                     "idle-interval=0");
     for (i = 0; i < SOURCES; i++) {
         add_pair(qts, i, NULL);
     }
@@ -257,12 +259,14 @@ static void test_cancel(void)
         return;
     }
     qts = qtest_init("-machine none -nodefaults "
-                     "-object allocator-policy,id=policy,min-releasable=0");
+                     "-object allocator-policy,id=policy,min-releasable=0,"
+                     "idle-interval=0");
     add_pair(qts, 0, NULL);
+    /* At 1 byte/s the job cannot finish before the cancel arrives */
     qtest_qmp_assert_success(qts, "{'execute': 'blockdev-backup',"
                              " 'arguments': { 'job-id': 'job0',"
                              " 'device': 'src0', 'target': 'dst0',"
-                             BACKUP_ARGS " } }");
+                             " 'speed': 1, " BACKUP_ARGS " } }");
     qtest_qmp_assert_success(qts, "{'execute': 'block-job-cancel',"
                              " 'arguments': { 'device': 'job0' } }");
     qobject_unref(qtest_qmp_eventwait_ref(qts, "BLOCK_JOB_CANCELLED"));

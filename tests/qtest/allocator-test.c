@@ -35,9 +35,13 @@
 
 #define SOURCE_SIZE (256 * MiB)
 
-/* For the tests of manual releases, after a backup */
+/*
+ * For the tests of manual releases, after a backup: neither the automatic
+ * release nor the RCU thread's idle release may return the memory first.
+ */
 #define NO_AUTO_RELEASE \
-    "-object allocator-policy,id=policy,release-after-backup=off"
+    "-object allocator-policy,id=policy,release-after-backup=off," \
+    "idle-interval=0"
 
 /* Memory moves while figures are read: compare with this much slack. */
 #define RSS_SLACK (8 * MiB)
@@ -542,6 +546,7 @@ int main(int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
     g_autofree char *pattern = NULL;
+    g_autofree char *hmp = NULL;
     int fd, ret;
     uint64_t i;
 
@@ -568,7 +573,7 @@ int main(int argc, char **argv)
 
     ret = g_test_run();
     unlink(source_path);
-    g_autofree char *hmp = g_strdup_printf("%s/hmp.sock", tmp_dir);
+    hmp = g_strdup_printf("%s/hmp.sock", tmp_dir);
     unlink(hmp);
     rmdir(tmp_dir);
     g_free(source_path);

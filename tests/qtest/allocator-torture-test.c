@@ -290,7 +290,11 @@ static void test_torture(void)
                    get_u64(rel, "automatic"),
                    get_u64(info, "automatic-skipped"));
     g_assert_cmpuint(get_u64(rel, "manual"), ==, ran);
-    g_assert_cmpuint(get_u64(rel, "shared"), ==, shared);
+    /*
+     * Automatic requests answered by a release that was already running
+     * count as shared too: at least the monitors' ones.
+     */
+    g_assert_cmpuint(get_u64(rel, "shared"), >=, shared);
     g_assert_cmpuint(ran + shared, ==,
                      can_release ? MONITORS * REQUESTS / 2 : 0);
     /* What was returned is the manual releases' plus the automatic ones' */
