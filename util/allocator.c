@@ -29,11 +29,14 @@ static NotifierList release_notifiers =
 
 static int64_t idle_interval_ns = IDLE_INTERVAL_DEFAULT_MS * SCALE_MS;
 static int64_t idle_last_ns;
+/* Set once release_lock and release_cond are initialized */
+static bool allocator_ready;
 
 static void __attribute__((__constructor__)) allocator_init(void)
 {
     qemu_mutex_init(&release_lock);
     qemu_cond_init(&release_cond);
+    qatomic_store_release(&allocator_ready, true);
 }
 
 uint64_t qemu_process_rss(void)
@@ -214,6 +217,13 @@ void qemu_allocator_idle(void)
     int64_t interval = qatomic_read(&idle_interval_ns);
     int64_t now = get_clock();
 
+    /*
+     * The RCU thread is started by a constructor too, and the order of
+     * constructors is not defined: it may get here before allocator_init().
+     */
+    if (!qatomic_load_acquire(&allocator_ready)) {
+        return;
+    }
     if (!allocator_backend.idle || !interval ||
         now - qatomic_read(&idle_last_ns) < interval) {
         return;
