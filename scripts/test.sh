@@ -14,10 +14,6 @@ skipped=0
 failures=()
 skips=()
 
-"$QR_TOP/scripts/deps.sh"
-"$QR_TOP/scripts/tree.sh"
-"$QR_TOP/scripts/build.sh" "${variants[@]}"
-mkdir -p "$LOGS"
 
 # Run a TAP-speaking test program and count its cases with
 # scripts/tapcount.py: an unmet plan, a crash or a whole-file skip are
@@ -60,6 +56,27 @@ count() {
     fi
 }
 
+# Every prefix of the series applied in AM is the built tree's prefix, but
+# for the name in MAINTAINERS (the exporter's, not the harness's).
+same_prefixes() {
+    local -a mine built
+    local i
+    mapfile -t mine < <(git -C "$1" rev-list --reverse baseline..HEAD)
+    mapfile -t built < <(git -C "$QR_TREE" rev-list --reverse baseline..HEAD)
+    [ ${#mine[@]} -eq ${#built[@]} ] || {
+        echo "${#mine[@]} commits applied, ${#built[@]} in the tree" >>"$LOGS/git-am.log"
+        return 1
+    }
+    for i in "${!mine[@]}"; do
+        git -C "$1" diff --stat "${mine[$i]}" "${built[$i]}" -- . ':!MAINTAINERS' \
+            >>"$LOGS/git-am.log" || return 1
+        git -C "$1" diff --quiet "${mine[$i]}" "${built[$i]}" -- . ':!MAINTAINERS' || {
+            echo "prefix $((i + 1)) differs" >>"$LOGS/git-am.log"
+            return 1
+        }
+    done
+}
+
 # The series as qemu-devel and pve-qemu receive it.  The exports are made
 # with a fixed test identity (the exporter's own one is not ours to use).
 check_series() {
@@ -91,7 +108,7 @@ $out}"
         out=$(HOME=/nonexistent GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null \
               "$QR_TOP/scripts/export-upstream.sh" "$QR_WORK/export-noone" 2>&1) || rc=$?
         if [ $rc -ne 0 ] && grep -q 'user.name and user.email are not set' <<<"$out"; then
-            count export-needs-identity 0 "refused: $(grep -m1 'not set' <<<"$out")"
+            count export-needs-identity 0 "refused, as it should: git user.name and user.email are not set"
         else
             count export-needs-identity 1 "exit $rc: $out"
         fi
@@ -104,9 +121,8 @@ $out}"
     { git -C "$QR_TREE" worktree add -q --detach "$am" baseline >"$LOGS/git-am.log" 2>&1 &&
       git -C "$am" -c user.name=t -c user.email=t@t am -q \
           $(ls "$a"/0*-*.patch | grep -v cover-letter) >>"$LOGS/git-am.log" 2>&1 &&
-      diff <(git -C "$am" log --format=%T baseline..HEAD) \
-           <(git -C "$QR_TREE" log --format=%T baseline..HEAD) >>"$LOGS/git-am.log"; } || rc=$?
-    count git-am-pristine $rc "$(ls "$a"/0*-*.patch | grep -vc cover-letter) patches on pristine $QEMU_VERSION, every prefix identical to the built tree"
+      same_prefixes "$am"; } || rc=$?
+    count git-am-pristine $rc "$(ls "$a"/0*-*.patch | grep -vc cover-letter) patches on pristine $QEMU_VERSION, every prefix identical to the built tree but for the MAINTAINERS name"
     git -C "$QR_TREE" worktree remove --force "$am" 2>/dev/null || true
 
     # The upstream patches, and those only pve-qemu gets (the last ones).
@@ -137,81 +153,111 @@ run_check() {
     fi
 }
 
-step "The test command's own TAP counting"
-run_tap runner-selftest "$QR_PYTHON" "$QR_TOP/tests/test-tapcount.py"
-check_series
+# Where the time goes: each stage's seconds, printed in the summary.
+stage_names=()
+stage_secs=()
+stage() {
+    stage_names+=("$1")
+    stage_secs+=("$SECONDS")
+}
 
-for v in "${variants[@]}"; do
-    step "Unit tests, variant '$v'"
-    b=$QR_WORK/build-$v
-    # Sanitizer findings fail the test; leaks are checked in the unit test,
-    # not in QEMU processes (QEMU does not free everything at exit).
-    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-    export ASAN_OPTIONS=detect_leaks=1
-    run_tap "$v/test-allocator" "$b/tests/unit/test-allocator"
-    export ASAN_OPTIONS=detect_leaks=0
-    step "QTests, variant '$v' (real QEMU processes over QMP)"
-    export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
-    export QTEST_QEMU_IMG=$b/qemu-img
-    for t in allocator-test allocator-backup-test allocator-torture-test \
-             qmp-test qmp-cmd-test test-hmp; do
-        run_tap "$v/$t" "$b/tests/qtest/$t"
+# All of it in one function: bash has read the whole of it before it runs,
+# so editing this file during a run cannot change the run.
+main() {
+    stage "packages"
+    "$QR_TOP/scripts/deps.sh"
+    stage "tree and builds"
+    "$QR_TOP/scripts/tree.sh"
+    "$QR_TOP/scripts/build.sh" "${variants[@]}"
+    mkdir -p "$LOGS"
+    stage "runner self-test and series checks"
+    step "The test command's own TAP counting"
+    run_tap runner-selftest "$QR_PYTHON" "$QR_TOP/tests/test-tapcount.py"
+    check_series
+
+    for v in "${variants[@]}"; do
+        stage "tests, $v"
+        step "Unit tests, variant '$v'"
+        b=$QR_WORK/build-$v
+        # Sanitizer findings fail the test; leaks are checked in the unit test,
+        # not in QEMU processes (QEMU does not free everything at exit).
+        export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+        export ASAN_OPTIONS=detect_leaks=1
+        run_tap "$v/test-allocator" "$b/tests/unit/test-allocator"
+        export ASAN_OPTIONS=detect_leaks=0
+        step "QTests, variant '$v' (real QEMU processes over QMP)"
+        export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
+        export QTEST_QEMU_IMG=$b/qemu-img
+        for t in allocator-test allocator-backup-test allocator-torture-test \
+                 qmp-test qmp-cmd-test test-hmp; do
+            run_tap "$v/$t" "$b/tests/qtest/$t"
+        done
+        # Not under the sanitizers: their allocator keeps freed memory in a
+        # quarantine, which is what this test must not be about.
+        if [ "$v" != asan ]; then
+            step "Memory pressure, variant '$v' (a memory cgroup made by the test)"
+            run_tap "$v/memory-pressure" "$QR_PYTHON" "$QR_TOP/tests/memory-pressure.py"
+        fi
     done
-    # Not under the sanitizers: their allocator keeps freed memory in a
-    # quarantine, which is what this test must not be about.
-    if [ "$v" != asan ]; then
-        step "Memory pressure, variant '$v' (a memory cgroup made by the test)"
-        run_tap "$v/memory-pressure" "$QR_PYTHON" "$QR_TOP/tests/memory-pressure.py"
+
+
+    # The operator tool: its unit tests, then the tool against real QEMU
+    # processes of every build plus Debian's unpatched QEMU, hostile peers,
+    # promtool and a real Prometheus server, then a short fuzzing run.
+    stage "operator tool"
+    step "The operator tool (tools/qemu-reclaim)"
+    if run_check tool-build "$QR_TOP/scripts/build-tool.sh" fuzz; then
+        export QR_TOOL=$QR_WORK/tool/tools/qemu-reclaim/qemu-reclaim
+        for t in test-qmp-parser test-units; do
+            run_tap "tool/$t" "$QR_WORK/tool/tools/qemu-reclaim/$t"
+        done
+        run_check tool-install "$QR_TOP/tests/tool/check-install.sh" || true
+        for t in test-tool test-faults test-prometheus; do
+            run_tap "tool/$t" "$QR_PYTHON" "$QR_TOP/tests/tool/$t.py"
+        done
+        run_check fuzz "$QR_TOP/scripts/fuzz.sh" "${QR_FUZZ_SECONDS:-30}" || true
     fi
-done
 
+    # Real Ceph: a one-OSD cluster on 127.0.0.1 (scripts/ceph-cluster.sh) and
+    # an rbd image backed up by each allocator build, once for all builds.
+    stage "Ceph RBD"
+    step "Backups from Ceph RBD (tests/rbd-backup.py, every allocator build)"
+    run_tap rbd-backup env -u QTEST_QEMU_BINARY \
+        QR_TOOL="$QR_WORK/tool/tools/qemu-reclaim/qemu-reclaim" \
+        "$QR_PYTHON" "$QR_TOP/tests/rbd-backup.py"
 
-# The operator tool: its unit tests, then the tool against real QEMU
-# processes of every build plus Debian's unpatched QEMU, hostile peers,
-# promtool and a real Prometheus server, then a short fuzzing run.
-step "The operator tool (tools/qemu-reclaim)"
-if run_check tool-build "$QR_TOP/scripts/build-tool.sh" fuzz; then
-    export QR_TOOL=$QR_WORK/tool/tools/qemu-reclaim/qemu-reclaim
-    for t in test-qmp-parser test-units; do
-        run_tap "tool/$t" "$QR_WORK/tool/tools/qemu-reclaim/$t"
+    # The series' docs page and QAPI doc comments render in QEMU's manual.
+    stage "QEMU's manual"
+    step "QEMU's manual with the series"
+    run_check docs "$QR_TOP/scripts/check-docs.sh" || true
+
+    # Last, as it checks out older commits: every prefix of the series builds,
+    # all targets, in every variant.  QR_SKIP_PREFIXES=1 (for a quick local
+    # run) is counted as a skip, never silently.
+    if [ -n "${QR_SKIP_PREFIXES:-}" ]; then
+        skipped=$((skipped + 1))
+        skips+=("prefixes: QR_SKIP_PREFIXES is set")
+    else
+        stage "every prefix, every variant"
+        step "Every prefix of the series builds (${variants[*]})"
+        run_check prefixes "$QR_TOP/scripts/check-prefixes.sh" "${variants[@]}" || true
+    fi
+
+    stage "end"
+    step "Summary"
+    local i
+    for ((i = 0; i + 1 < ${#stage_names[@]}; i++)); do
+        info "$(printf '%5d s  %s' $((stage_secs[i + 1] - stage_secs[i])) "${stage_names[$i]}")"
     done
-    run_check tool-install "$QR_TOP/tests/tool/check-install.sh" || true
-    for t in test-tool test-faults test-prometheus; do
-        run_tap "tool/$t" "$QR_PYTHON" "$QR_TOP/tests/tool/$t.py"
+    info "$(printf '%5d s  in all' "$SECONDS")"
+    for r in "${skips[@]+"${skips[@]}"}"; do
+        info "skipped: $r"
     done
-    run_check fuzz "$QR_TOP/scripts/fuzz.sh" "${QR_FUZZ_SECONDS:-30}" || true
-fi
+    if [ ${#failures[@]} -gt 0 ]; then
+        info "failed: ${failures[*]} (logs in $LOGS)"
+    fi
+    echo "tests: $passed passed, $failed failed, $skipped skipped"
+    [ "$failed" -eq 0 ]
+}
 
-# Real Ceph: a one-OSD cluster on 127.0.0.1 (scripts/ceph-cluster.sh) and
-# an rbd image backed up by each allocator build, once for all builds.
-step "Backups from Ceph RBD (tests/rbd-backup.py, every allocator build)"
-run_tap rbd-backup env -u QTEST_QEMU_BINARY \
-    QR_TOOL="$QR_WORK/tool/tools/qemu-reclaim/qemu-reclaim" \
-    "$QR_PYTHON" "$QR_TOP/tests/rbd-backup.py"
-
-# The series' docs page and QAPI doc comments render in QEMU's manual.
-step "QEMU's manual with the series"
-run_check docs "$QR_TOP/scripts/check-docs.sh" || true
-
-# Last, as it checks out older commits: every prefix of the series builds,
-# all targets, in every variant.  QR_SKIP_PREFIXES=1 (for a quick local
-# run) is counted as a skip, never silently.
-if [ -n "${QR_SKIP_PREFIXES:-}" ]; then
-    skipped=$((skipped + 1))
-    skips+=("prefixes: QR_SKIP_PREFIXES is set")
-else
-    step "Every prefix of the series builds (${variants[*]})"
-    t0=$SECONDS
-    run_check prefixes "$QR_TOP/scripts/check-prefixes.sh" "${variants[@]}" || true
-    info "prefix checks took $((SECONDS - t0)) s"
-fi
-
-step "Summary"
-for r in "${skips[@]+"${skips[@]}"}"; do
-    info "skipped: $r"
-done
-if [ ${#failures[@]} -gt 0 ]; then
-    info "failed: ${failures[*]} (logs in $LOGS)"
-fi
-echo "tests: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+main "$@"
