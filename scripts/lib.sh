@@ -11,6 +11,10 @@ QR_PATCHES=$QR_TOP/qemu-patches
 # ccache's masquerade directory goes first on PATH.
 [ -d /usr/lib/ccache ] && case ":$PATH:" in *:/usr/lib/ccache:*) ;; *) PATH=/usr/lib/ccache:$PATH ;; esac
 export CCACHE_DIR=${CCACHE_DIR:-$QR_CACHE/ccache}
+# Paths below the checkout count relative to it, and the build directory
+# is not hashed: a fresh clone elsewhere (CI) hits what this one compiled.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$QR_TOP}
+export CCACHE_NOHASHDIR=1
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-30G}
 QR_VARIANTS_ALL="system tcmalloc jemalloc asan"
 
