@@ -52,9 +52,7 @@ def main():
                          "qemu-img")) for v in ("system", "tcmalloc",
                                                  "jemalloc")]
     for name, img in builds:
-        out = subprocess.run([img, "--help"], stdout=subprocess.PIPE,
-                             universal_newlines=True).stdout
-        if not re.search(r"^Supported formats:.* rbd( |$)", out, re.M):
+        if not cephbench.cephlib.has_rbd(img):
             raise SystemExit("%s (%s) has no rbd driver: scripts/build.sh "
                              "configures --enable-rbd" % (img, name))
     os.makedirs(cephbench.OUT, exist_ok=True)

@@ -5,6 +5,7 @@ The cluster itself is scripts/ceph-cluster.sh's business; this only
 drives it and reads what it leaves in its directory (conf, pid files).
 """
 import os
+import re
 import subprocess
 import time
 
@@ -141,3 +142,16 @@ def wait_idle(max_busy_cpus=0.15, deadline_s=600, window_s=2.0, log=None):
         if log and not said:
             log("waiting for an idle machine (%.2f CPUs busy)" % busy)
             said = True
+
+def has_rbd(qemu_img):
+    """Whether a build has the rbd block driver: its qemu-img lists the
+    drivers compiled in (the same block layer), as "Supported formats: a b"
+    (QEMU <= 10.0) or "Supported image formats:" and the lines below (10.2)."""
+    try:
+        out = subprocess.run([qemu_img, "--help"], stdout=subprocess.PIPE,
+                             universal_newlines=True).stdout
+    except OSError:
+        return False
+    m = re.search(r"^Supported (?:image )?formats:(.*?)(?:^\S|\Z)", out,
+                  re.M | re.S)
+    return bool(m) and "rbd" in m.group(1).split()
