@@ -422,20 +422,16 @@ static void test_reclaim(void)
     add_backup_nodes(qts);
     run_backup(qts, 0);
 
+    /* Our window opens before the figures are taken: see below */
+    rss_before = vm_rss(qts);
     info = query_info(qts);
     releasable = get_u64(qdict_get_qdict(info, "stats"), "releasable");
     qobject_unref(info);
     g_test_message("after the backup: %" PRIu64 " MiB releasable",
                    releasable / MiB);
-    /*
-     * The workload left enough behind, or this test proves nothing.  glibc
-     * gives most of it back by itself (large buffers are mmap()ed, the top
-     * of the heap is trimmed on free()): expect less there.
-     */
-    g_assert_cmpuint(releasable, >=,
-                     strcmp(EXPECTED_BACKEND, "glibc") ? 32 * MiB : 8 * MiB);
+    /* The workload left enough behind, or this test proves nothing */
+    g_assert_cmpuint(releasable, >=, 32 * MiB);
 
-    rss_before = vm_rss(qts);
     ret = release_ok(qts);
     rss_after = vm_rss(qts);
     rel = qdict_get_qdict(ret, "release");
@@ -449,10 +445,21 @@ static void test_reclaim(void)
     g_assert_cmpuint(rss_after, <, rss_before);
     dropped = rss_before - rss_after;
     g_assert_cmpuint(dropped, >=, releasable * 3 / 4);
-    assert_within(get_u64(rel, "returned"), dropped,
-                  dropped / 10 + RSS_SLACK);
-    assert_within(get_u64(rel, "rss-before"), rss_before, RSS_SLACK);
-    assert_within(get_u64(rel, "rss-after"), rss_after, RSS_SLACK);
+    /*
+     * The release's own RSS readings lie within the window of ours, and it
+     * cannot claim more than the kernel saw go.  Not "as much": glibc
+     * also gives memory back by itself (top-of-heap trims on free, heaps
+     * of other threads' arenas), which can happen inside our window but
+     * before the release starts; its "returned" is the RSS it saw drop.
+     */
+    g_assert_cmpuint(get_u64(rel, "rss-before"), <=, rss_before + RSS_SLACK);
+    g_assert_cmpuint(get_u64(rel, "rss-after") + RSS_SLACK, >=, rss_after);
+    g_assert_cmpuint(get_u64(rel, "returned"), <=, dropped + RSS_SLACK);
+    if (strcmp(EXPECTED_BACKEND, "glibc") != 0) {
+        /* These allocators count what they return, and nothing else does */
+        assert_within(get_u64(rel, "returned"), dropped,
+                      dropped / 10 + RSS_SLACK);
+    }
     qobject_unref(ret);
     qtest_quit(qts);
 }
@@ -551,6 +558,14 @@ int main(int argc, char **argv)
     uint64_t i;
 
     g_test_init(&argc, &argv, NULL);
+    /*
+     * glibc also trims by itself when a free() leaves enough at the top of
+     * a heap, depending on the order of frees: in the QEMUs we start it
+     * does not, so that how much stays cached after a backup does not
+     * depend on timing.  (Read by glibc when QEMU starts.)
+     */
+    g_setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4294967296",
+             true);
 
     tmp_dir = g_dir_make_tmp("allocator-test-XXXXXX", &err);
     g_assert_no_error(err);
