@@ -267,13 +267,11 @@ static void test_release_reclaims(void)
                    freed / MiB, before.free / MiB, before.releasable / MiB,
                    before.rss / MiB);
     /*
-     * The allocator holds what the workload freed, but for what it may
-     * have returned by itself meanwhile (jemalloc's decay, tcmalloc's
-     * scavenger), and can return a lot of it.  Not "returned since the
-     * start": the workload may reuse pages returned before it (earlier
-     * tests' memory), which then count neither as free nor as returned.
+     * The allocator can return a lot.  Not "it holds most of what was
+     * freed": the threads run together, so one reuses what another freed,
+     * and bytes freed twice occupied the same memory (on tcmalloc free was
+     * 174-276 MiB for 252 MiB freed, depending on how the threads ran).
      */
-    g_assert_cmpuint(before.free + before.returned, >=, freed * 8 / 10);
     g_assert_cmpuint(before.releasable, >=, freed / 4);
 
     rss = vm_rss();
