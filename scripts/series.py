@@ -214,6 +214,9 @@ def refresh(repo, base, head):
                    f"{c}^", c, "--", ".", *excludes)
         diff = "".join(l + "\n" for l in diff.split("\n")[:-1]
                        if not l.startswith("index "))
+        # Whoever made the commits goes back to being a placeholder
+        ident = git(repo, "log", "-1", "--format=%an <%ae>", c).strip()
+        diff = diff.replace(ident, "@IDENT@")
         write_patch(pname, subject, body, diff)
 
 
