@@ -3,7 +3,7 @@
 """What qemu-reclaim costs on a host with many VMs.
 
 Starts N QEMU processes (default 100; the three patched builds in turn,
-`-machine none`, default allocator policy) with sockets <dir>/<vmid>.qmp,
+`-machine none`) with sockets <dir>/<vmid>.qmp,
 in parallel batches, then measures:
 
   stats    one `qemu-reclaim stats DIR` pass over all of them (and
@@ -74,7 +74,7 @@ def main():
     specs = [(str(1000 + i), builds[i % len(builds)])
              for i in range(args.vms)]
     t0 = time.monotonic()
-    vms = lab.start_many(specs, parallel=args.parallel, keep=False)
+    vms = lab.start_many(specs, parallel=args.parallel)
     start_s = time.monotonic() - t0
     rss_total = sum(v.rss() for v in vms)
     print("%d QEMUs started in %.1f s (%s in all)" % (len(vms), start_s,

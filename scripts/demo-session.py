@@ -20,11 +20,12 @@ def mib(n):
     return "%.1f MiB" % (n / (1 << 20))
 
 
-def wait_event(qmp, name):
-    while not qmp.count_events(name):
+def wait_event(qmp, name, n=1):
+    """The n-th event called name, once it has come."""
+    while qmp.count_events(name) < n:
         qmp.cmd("query-status")
         time.sleep(0.05)
-    return [e for e in qmp.events if e["event"] == name][-1]
+    return [e for e in qmp.events if e["event"] == name][n - 1]
 
 
 def main():
@@ -52,22 +53,21 @@ def main():
         wait_event(qmp, "BLOCK_JOB_COMPLETED")
         print("backup completed; RSS now %s" % mib(rss(proc.pid)))
 
-        print("\n-- (qemu) info allocator")
+        print("\n-- (qemu) info allocator   (statistics are read in the background)")
         print(qmp.hmp("info allocator").rstrip())
-        print("\n-- x-release-free-memory (QMP)")
-        ret = qmp.cmd("x-release-free-memory")
-        print(json.dumps(ret["release"], indent=2))
-        print("\n-- ALLOCATOR_MEMORY_RELEASED event")
-        print(json.dumps(wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED")["data"]))
-        print("\n-- (qemu) release_free_memory   (nothing much left)")
+        print("\n-- ALLOCATOR_MEMORY_RELEASED: QEMU released by itself after the backup")
+        print(json.dumps(wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 1)["data"]))
+        print("RSS now %s" % mib(rss(proc.pid)))
+        print("\n-- x-query-allocator-stats (QMP)")
+        print(json.dumps(qmp.cmd("x-query-allocator-stats"), indent=2))
+        print("\n-- x-release-free-memory (QMP)   (nothing much left)")
+        print(json.dumps(qmp.cmd("x-release-free-memory"), indent=2))
+        wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 2)
+        print("\n-- (qemu) release_free_memory   (returns at once)")
         print(qmp.hmp("release_free_memory").rstrip())
+        wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 3)
         print("\n-- (qemu) info allocator")
         print(qmp.hmp("info allocator").rstrip())
-        print("\n-- query-stats, provider allocator")
-        stats = qmp.cmd("query-stats", target="vm",
-                        providers=[{"provider": "allocator"}])
-        print(", ".join("%s=%s" % (s["name"], s["value"])
-                        for s in stats[0]["stats"]))
         print("\nRSS from /proc at the end: %s" % mib(rss(proc.pid)))
         qmp.cmd("quit")
     finally:

@@ -25,7 +25,17 @@ PKGS=(
     qemu-system-x86
     # the Ceph tests and benchmarks (librbd for QEMU's rbd driver)
     librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common
+    # The i386 variant (scripts/build.sh): a 32-bit x86 host, built the way
+    # QEMU's own i686 cross container does, with Debian's i686 cross compiler
+    # (configure --cross-prefix=i686-linux-gnu-) against i386 multiarch
+    # libraries; pkgconf:i386 is the i686-linux-gnu-pkg-config it asks for.
+    # Only Multi-Arch: same -dev packages: libfdt-dev is not, and its :i386
+    # would replace the libfdt-dev above (that build goes without fdt).
+    gcc-i686-linux-gnu libc6-dev:i386 pkgconf:i386
+    libglib2.0-dev:i386 zlib1g-dev:i386
 )
+# dpkg architectures the :arch packages above come from.
+FOREIGN_ARCHS=(i386)
 # Packages that bookworm has only in too old a version.
 BACKPORTS=(meson python3-pycotap)
 
@@ -66,6 +76,29 @@ SRC
     return 0
 }
 
+# Enable the foreign dpkg architectures; true if one was added (the apt
+# lists then lack its packages).
+add_archs() {
+    local a added=1 have
+    have=" $(dpkg --print-foreign-architectures | tr '\n' ' ') "
+    for a in "${FOREIGN_ARCHS[@]}"; do
+        case "$have" in *" $a "*) continue ;; esac
+        info "adding dpkg architecture $a"
+        dpkg --add-architecture "$a" || die "dpkg --add-architecture $a failed"
+        added=0
+    done
+    return $added
+}
+
+# True if the apt lists have no binary packages of a foreign architecture.
+lists_lack_archs() {
+    local a
+    for a in "${FOREIGN_ARCHS[@]}"; do
+        ls /var/lib/apt/lists/*_bookworm_main_binary-"$a"_Packages* >/dev/null 2>&1 || return 0
+    done
+    return 1
+}
+
 missing() {
     local p
     for p in "$@"; do
@@ -77,7 +110,10 @@ missing() {
 step "Checking packages"
 need_root
 updated=0
-if add_sources || [ ! -e /var/lib/apt/lists/partial ] ||
+changed=0
+add_sources && changed=1
+add_archs && changed=1
+if [ $changed = 1 ] || [ ! -e /var/lib/apt/lists/partial ] || lists_lack_archs ||
    ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1 ||
    ! ls /var/lib/apt/lists/*_sid_*Sources* >/dev/null 2>&1; then
     info "apt-get update"

@@ -16,7 +16,7 @@ export CCACHE_DIR=${CCACHE_DIR:-$QR_CACHE/ccache}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$QR_TOP}
 export CCACHE_NOHASHDIR=1
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-30G}
-QR_VARIANTS_ALL="system tcmalloc jemalloc asan"
+QR_VARIANTS_ALL="system tcmalloc jemalloc asan i386"
 
 QEMU_VERSION=10.2.2
 QEMU_DEB_VERSION=1:10.2.2+ds-1                 # the source package that has it

@@ -2,16 +2,64 @@
  * HMP commands for returning free allocator memory
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * HMP commands run in the main loop, which must not wait for the
+ * allocator: a release takes up to tens of milliseconds, and with glibc
+ * reading the statistics walks the whole heap.  Both run in the thread
+ * pool instead; "info allocator" shows the statistics read last, and
+ * starts reading new ones when they are more than a second old.
  */
 
 #include "qemu/osdep.h"
+#include "block/aio.h"
+#include "block/thread-pool.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
-#include "qapi/error.h"
-#include "qapi/qapi-commands-allocator.h"
-#include "qobject/qdict.h"
+#include "qemu/allocator.h"
 #include "qemu/cutils.h"
-#include "system/allocator.h"
+#include "qemu/timer.h"
+
+#define STATS_MAX_AGE_MS 1000
+
+/* Main loop only */
+static bool stats_reading;
+static bool has_stats;
+static QemuAllocatorStats stats;
+static int64_t stats_time_ms;
+static bool release_busy;
+
+typedef struct StatsWork {
+    bool has_stats;
+    QemuAllocatorStats stats;
+} StatsWork;
+
+static int stats_work(void *opaque)
+{
+    StatsWork *w = opaque;
+
+    w->has_stats = qemu_allocator_get_stats(&w->stats);
+    return 0;
+}
+
+static void stats_done(void *opaque, int ret)
+{
+    g_autofree StatsWork *w = opaque;
+
+    has_stats = w->has_stats;
+    stats = w->stats;
+    stats_time_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    stats_reading = false;
+}
+
+static void refresh_stats(void)
+{
+    if (!stats_reading) {
+        StatsWork *w = g_new0(StatsWork, 1);
+
+        stats_reading = true;
+        thread_pool_submit_aio(stats_work, w, stats_done, w);
+    }
+}
 
 static void print_size(Monitor *mon, const char *label, uint64_t bytes)
 {
@@ -20,96 +68,84 @@ static void print_size(Monitor *mon, const char *label, uint64_t bytes)
     monitor_printf(mon, "  %-12s %s\n", label, s);
 }
 
-static void print_release(Monitor *mon, const AllocatorRelease *r)
-{
-    g_autofree char *ret = size_to_str(r->returned);
-    g_autofree char *before = size_to_str(r->rss_before);
-    g_autofree char *after = size_to_str(r->rss_after);
-
-    monitor_printf(mon, "%s release: returned %s%s in %.3f ms "
-                   "(steps: %u, longest %.3f ms); RSS %s -> %s%s\n",
-                   AllocatorReleaseTrigger_str(r->trigger), ret,
-                   r->returned_from_rss ? " (by RSS)" : "",
-                   r->duration_us / 1000.0, r->steps,
-                   r->longest_step_us / 1000.0, before, after,
-                   r->shared ? ", done by a release another request "
-                   "started" : "");
-}
-
 void hmp_info_allocator(Monitor *mon, const QDict *qdict)
 {
-    g_autoptr(XAllocatorInfo) info = NULL;
-    QemuAllocatorStats stats;
-    AllocatorStats *s;
-    AllocatorReleaseCounters *c;
-    AllocatorFigureList *f;
-    g_autofree char *total = NULL;
+    int64_t age = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - stats_time_ms;
+    QemuAllocatorCounters c;
 
-    /* Same as x-query-allocator-stats, read here: HMP waits anyway */
-    qemu_allocator_get_stats(&stats);
-    info = allocator_info_to_qapi(&stats);
-    s = info->stats;
-    c = info->releases;
-    monitor_printf(mon, "allocator: %s%s\n", AllocatorBackend_str(s->backend),
-                   info->can_release ? "" : " (cannot return memory)");
-    print_size(mon, "allocated:", s->allocated);
-    print_size(mon, "held:", s->held);
-    print_size(mon, "free:", s->free);
-    print_size(mon, "releasable:", s->releasable);
-    if (s->has_returned) {
-        print_size(mon, "returned:", s->returned);
+    monitor_printf(mon, "allocator: %s\n", qemu_allocator_name());
+    if (!stats_time_ms) {
+        monitor_printf(mon, "statistics: being read, ask again\n");
+    } else if (!has_stats) {
+        monitor_printf(mon, "statistics: none\n");
+    } else {
+        monitor_printf(mon, "statistics, read %" PRId64 ".%03" PRId64
+                       " s ago:\n", age / 1000, age % 1000);
+        print_size(mon, "allocated:", stats.allocated);
+        print_size(mon, "free:", stats.free);
+        if (stats.has_releasable) {
+            print_size(mon, "releasable:", stats.releasable);
+        }
+        if (stats.has_returned) {
+            print_size(mon, "returned:", stats.returned);
+        }
     }
-    print_size(mon, "RSS:", s->rss);
-    for (f = s->figures; f; f = f->next) {
-        g_autofree char *label = g_strdup_printf("%s:", f->value->name);
-        g_autofree char *v = g_str_has_suffix(f->value->name, "-count") ?
-            g_strdup_printf("%" PRIu64, f->value->value) :
-            size_to_str(f->value->value);
+    if (!stats_time_ms || age > STATS_MAX_AGE_MS) {
+        refresh_stats();
+    }
 
-        monitor_printf(mon, "    %-18s %s\n", label, v);
-    }
-    total = size_to_str(c->returned);
+    qemu_allocator_get_counters(&c);
     monitor_printf(mon, "releases: %" PRIu64 " manual, %" PRIu64
-                   " automatic, %" PRIu64 " idle; %s returned in %.3f ms\n",
-                   c->manual, c->automatic, c->idle, total,
-                   c->time_us / 1000.0);
-    if (info->release_running) {
-        monitor_printf(mon, "a release is in progress\n");
+                   " automatic\n", c.manual, c.automatic);
+    if (c.running || release_busy) {
+        monitor_printf(mon, "a release is running\n");
     }
-    monitor_printf(mon, "policy: release after backup %s, at least %" PRIu64
-                   " bytes; idle-time release every %u ms\n",
-                   info->policy->release_after_backup ? "on" : "off",
-                   info->policy->min_releasable,
-                   info->policy->idle_interval);
-    if (info->automatic_pending) {
-        monitor_printf(mon, "an automatic release is pending\n");
-    }
-    if (info->last_skip_reason) {
-        monitor_printf(mon, "automatic releases skipped: %" PRIu64
-                       ", last because %s\n", info->automatic_skipped,
-                       info->last_skip_reason);
-    }
-    if (info->last_release) {
-        monitor_printf(mon, "last ");
-        print_release(mon, info->last_release);
+    if (c.has_last) {
+        const QemuAllocatorRelease *r = &c.last;
+        g_autofree char *ret = size_to_str(r->returned);
+        g_autofree char *before = size_to_str(r->rss_before);
+        g_autofree char *after = size_to_str(r->rss_after);
+
+        monitor_printf(mon, "last release: %s, returned %s in %.3f ms",
+                       r->trigger == QEMU_ALLOCATOR_MANUAL ?
+                       "manual" : "automatic",
+                       r->has_returned ? ret : "(not counted)",
+                       r->duration_ns / (double)SCALE_MS);
+        if (r->rss_before) {
+            monitor_printf(mon, "; process RSS %s -> %s", before, after);
+        }
+        monitor_printf(mon, "\n");
     }
 }
 
-#if defined(CONFIG_MALLOC_TRIM) || defined(CONFIG_TCMALLOC) || \
-    defined(CONFIG_JEMALLOC)
-void coroutine_fn hmp_release_free_memory(Monitor *mon, const QDict *qdict)
+static int release_work(void *opaque)
 {
-    Error *err = NULL;
-    XReleaseFreeMemoryArgs args = {
-        .has_max_bytes = qdict_haskey(qdict, "max"),
-        .max_bytes = qdict_get_try_int(qdict, "max", 0),
-    };
-    g_autoptr(XReleaseFreeMemoryResult) ret =
-        qmp_x_release_free_memory(&args, &err);
+    QemuAllocatorRelease result;
 
-    if (hmp_handle_error(mon, err)) {
+    qemu_allocator_release(QEMU_ALLOCATOR_MANUAL, &result, NULL);
+    return 0;
+}
+
+static void release_done(void *opaque, int ret)
+{
+    release_busy = false;
+    refresh_stats();
+}
+
+void hmp_release_free_memory(Monitor *mon, const QDict *qdict)
+{
+    if (!qemu_allocator_can_release()) {
+        monitor_printf(mon, "The memory allocator of this build (%s) cannot "
+                       "return free memory to the OS\n",
+                       qemu_allocator_name());
         return;
     }
-    print_release(mon, ret->release);
+    if (release_busy) {
+        monitor_printf(mon, "A release is already running\n");
+        return;
+    }
+    release_busy = true;
+    thread_pool_submit_aio(release_work, NULL, release_done, NULL);
+    monitor_printf(mon, "Returning free memory to the OS in the background; "
+                   "'info allocator' shows the result\n");
 }
-#endif

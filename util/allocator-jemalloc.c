@@ -51,60 +51,63 @@ static uint64_t je_unused(void)
             je_size("stats.arenas." ARENAS_ALL ".pmuzzy")) * page;
 }
 
-static void jemalloc_get_stats(QemuAllocatorStats *stats)
+static bool jemalloc_get_stats(QemuAllocatorStats *stats)
 {
-    uint64_t page, dirty, muzzy, active, allocated, tcache;
+    uint64_t unused, active, allocated, tcache, held;
+    bool enabled = false;
+    size_t len = sizeof(enabled);
 
+    /* A jemalloc built with --disable-stats reports zeros */
+    if (mallctl("config.stats", &enabled, &len, NULL, 0) || !enabled) {
+        return false;
+    }
     je_refresh();
-    page = je_size("arenas.page");
-    dirty = je_size("stats.arenas." ARENAS_ALL ".pdirty") * page;
-    muzzy = je_size("stats.arenas." ARENAS_ALL ".pmuzzy") * page;
+    unused = je_unused();
     active = je_size("stats.active");
     allocated = je_size("stats.allocated");
     /* jemalloc counts objects in thread caches as allocated */
     tcache = je_size("stats.arenas." ARENAS_ALL ".tcache_bytes");
 
     stats->allocated = allocated > tcache ? allocated - tcache : 0;
-    stats->held = MAX(active + dirty + muzzy, stats->allocated);
-    stats->free = stats->held - stats->allocated;
-    stats->releasable = MIN(dirty + muzzy, stats->free);
+    held = MAX(active + unused, stats->allocated);
+    stats->free = held - stats->allocated;
+    stats->has_releasable = true;
+    stats->releasable = MIN(unused, stats->free);
     stats->has_returned = true;
     stats->returned = je_size("stats.retained");
-    allocator_add_figure(stats, "active", active);
-    allocator_add_figure(stats, "resident", je_size("stats.resident"));
-    allocator_add_figure(stats, "mapped", je_size("stats.mapped"));
-    allocator_add_figure(stats, "metadata", je_size("stats.metadata"));
-    allocator_add_figure(stats, "dirty", dirty);
-    allocator_add_figure(stats, "muzzy", muzzy);
-    allocator_add_figure(stats, "tcache", tcache);
+    return true;
 }
 
-static uint64_t jemalloc_release(uint64_t max_bytes, AllocatorSteps *steps)
+static bool jemalloc_release(uint64_t *returned)
 {
     unsigned int narenas = je_unsigned("arenas.narenas");
     uint64_t before, after;
+    bool stats = false;
+    size_t len = sizeof(stats);
     unsigned int i;
 
     je_refresh();
     before = je_unused();
-    /* One arena per step: each purge takes only that arena's locks */
+    /* One arena at a time: each purge takes only that arena's locks */
     for (i = 0; i < narenas; i++) {
         g_autofree char *name = g_strdup_printf("arena.%u.purge", i);
 
-        allocator_step_begin(steps);
         mallctl(name, NULL, NULL, NULL, 0);
-        allocator_step_end(steps);
     }
     je_refresh();
     after = je_unused();
-    return before > after ? before - after : 0;
+    *returned = before > after ? before - after : 0;
+    /* Without statistics, before and after read as 0 */
+    return !mallctl("config.stats", &stats, &len, NULL, 0) && stats;
 }
 
 /*
  * jemalloc purges unused pages after they stayed unused for dirty_decay_ms,
- * but only when some allocator activity gives it the chance.  At idle time
- * let it catch up: this honours the decay times instead of dropping pages
- * that may be reused in a moment.
+ * but only when some allocator activity gives it the chance, so an idle
+ * QEMU keeps them.  At idle time let it catch up: this applies jemalloc's
+ * own decay times, and costs no walk of the heap.  (Its background
+ * threads would do the same with more threads in every QEMU process;
+ * MALLOC_CONF=background_thread:true still turns them on.)
  */
 static void jemalloc_idle(void)
 {

@@ -4,10 +4,11 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Only free spans of tcmalloc's page heap can be returned to the OS; the
- * thread, transfer and central caches keep what they hold.  Returning a
- * span holds the page heap's global spin lock for the madvise() of the
- * whole span, and every thread that needs a new span waits for it, so a
- * release is done in small steps with the lock dropped in between.
+ * thread, transfer and central caches keep what they hold.  Returning
+ * memory holds the page heap's global spin lock, which every thread that
+ * needs a new span waits for, so a release asks for a little at a time
+ * and the lock is dropped in between.  A span is the unit, though: one
+ * large free span is returned under one hold of the lock.
  */
 
 #include "qemu/osdep.h"
@@ -19,7 +20,7 @@
  * below a millisecond of lock hold time per step.
  */
 #define RELEASE_STEP (2 * MiB)
-#define IDLE_MIN_FREE (4 * MiB)
+#define MAX_ASK (16 * RELEASE_STEP)
 
 static uint64_t tc_property(const char *name)
 {
@@ -29,25 +30,28 @@ static uint64_t tc_property(const char *name)
     return value;
 }
 
-static void tcmalloc_get_stats(QemuAllocatorStats *stats)
+static bool tcmalloc_get_stats(QemuAllocatorStats *stats)
 {
-    /* Each of these is cheap but for current_allocated_bytes (one walk) */
-    uint64_t heap = tc_property("generic.heap_size");
-    uint64_t unmapped = tc_property("tcmalloc.pageheap_unmapped_bytes");
-    uint64_t pfree = tc_property("tcmalloc.pageheap_free_bytes");
-    uint64_t allocated = tc_property("generic.current_allocated_bytes");
+    size_t allocated;
+    uint64_t heap, unmapped, pfree, held;
 
-    stats->held = heap > unmapped ? heap - unmapped : 0;
-    stats->allocated = MIN(allocated, stats->held);
-    stats->free = stats->held - stats->allocated;
+    /* Every gperftools release has these; a stub library would not */
+    if (!MallocExtension_GetNumericProperty("generic.current_allocated_bytes",
+                                            &allocated)) {
+        return false;
+    }
+    heap = tc_property("generic.heap_size");
+    unmapped = tc_property("tcmalloc.pageheap_unmapped_bytes");
+    pfree = tc_property("tcmalloc.pageheap_free_bytes");
+    held = heap > unmapped ? heap - unmapped : 0;
+
+    stats->allocated = MIN(allocated, held);
+    stats->free = held - stats->allocated;
+    stats->has_releasable = true;
     stats->releasable = MIN(pfree, stats->free);
     stats->has_returned = true;
     stats->returned = unmapped;
-    allocator_add_figure(stats, "heap-size", heap);
-    allocator_add_figure(stats, "pageheap-free", pfree);
-    allocator_add_figure(stats, "pageheap-unmapped", unmapped);
-    /* What the thread, transfer and central caches hold, together */
-    allocator_add_figure(stats, "caches", stats->free - stats->releasable);
+    return true;
 }
 
 /*
@@ -58,31 +62,34 @@ static void tcmalloc_get_stats(QemuAllocatorStats *stats)
  */
 static uint64_t tc_credit;
 
-static uint64_t tcmalloc_release(uint64_t max_bytes, AllocatorSteps *steps)
+/*
+ * Return at most what was free when the release started: memory that
+ * other threads free meanwhile must not keep the release going forever.
+ */
+static uint64_t tcmalloc_release_upto(uint64_t budget)
 {
     uint64_t total = 0;
     uint64_t ask = RELEASE_STEP;
 
-    for (;;) {
+    while (total < budget) {
         uint64_t pfree = tc_property("tcmalloc.pageheap_free_bytes");
         uint64_t before, after, got;
 
-        if (!pfree || (max_bytes && total >= max_bytes)) {
+        if (!pfree) {
             break;
         }
-        if (max_bytes) {
-            ask = MIN(ask, max_bytes - total);
-        }
         before = tc_property("tcmalloc.pageheap_unmapped_bytes");
-        allocator_step_begin(steps);
         MallocExtension_ReleaseToSystem(ask + tc_credit);
-        allocator_step_end(steps);
         after = tc_property("tcmalloc.pageheap_unmapped_bytes");
         got = after > before ? after - before : 0;
         if (!got) {
-            /* Our credit estimate was short: the request was swallowed */
-            if (ask > 2 * (pfree + tc_credit)) {
-                break;   /* nothing more can be returned */
+            /*
+             * Our credit estimate was short and the request was swallowed:
+             * ask for more, but never so much that one call could return
+             * a large part of the heap under one hold of the lock.
+             */
+            if (ask >= MAX_ASK || ask > 2 * (pfree + tc_credit)) {
+                break;
             }
             ask *= 2;
             continue;
@@ -94,19 +101,15 @@ static uint64_t tcmalloc_release(uint64_t max_bytes, AllocatorSteps *steps)
     return total;
 }
 
-static void tcmalloc_idle(void)
+static bool tcmalloc_release(uint64_t *returned)
 {
-    if (tc_property("tcmalloc.pageheap_free_bytes") >= IDLE_MIN_FREE) {
-        AllocatorSteps steps = { 0 };
-
-        tcmalloc_release(0, &steps);
-    }
+    *returned = tcmalloc_release_upto(
+        tc_property("tcmalloc.pageheap_free_bytes"));
+    return true;
 }
 
 const AllocatorBackendOps allocator_backend = {
     .name = "tcmalloc",
-    .can_limit = true,
     .get_stats = tcmalloc_get_stats,
     .release = tcmalloc_release,
-    .idle = tcmalloc_idle,
 };

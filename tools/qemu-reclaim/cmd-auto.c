@@ -93,6 +93,7 @@ typedef struct {
     gint64 above_since;     /* 0: below the threshold at the last look */
     gint64 last_release;    /* 0: never */
     gboolean seen;          /* in the last pass: VMs that left are dropped */
+    gboolean told_left;     /* logged why the VM is left alone */
 } VmMemory;
 
 typedef struct {
@@ -143,19 +144,25 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
         cli_log("%s: release failed: %s", visit->name,
                 err ? err->message : "no figures in the answer");
     } else {
+        /* The answer is the AllocatorRelease; glibc does not count */
         JsonObject *o = json_node_get_object(ret);
-        g_autofree char *returned =
-            units_format_size(vm_info_u64(o, "release", "returned"));
+        guint64 returned, before, after;
+        g_autofree char *amount = vm_info_get_u64(o, NULL, "returned",
+                                                  &returned) ?
+            units_format_size(returned) : g_strdup("(not counted)");
         g_autofree char *took =
-            units_format_duration_us(vm_info_u64(o, "release",
-                                                 "duration-us"));
-        g_autofree char *before =
-            units_format_size(vm_info_u64(o, "release", "rss-before"));
-        g_autofree char *after =
-            units_format_size(vm_info_u64(o, "release", "rss-after"));
+            units_format_duration_us(vm_info_u64(o, NULL, "duration-us"));
+        g_autofree char *rss = NULL;
 
-        cli_log("%s: released %s in %s (RSS %s -> %s)", visit->name,
-                returned, took, before, after);
+        if (vm_info_get_u64(o, NULL, "process-rss-before", &before) &&
+            vm_info_get_u64(o, NULL, "process-rss-after", &after)) {
+            g_autofree char *b = units_format_size(before);
+            g_autofree char *a = units_format_size(after);
+
+            rss = g_strdup_printf(" (RSS %s -> %s)", b, a);
+        }
+        cli_log("%s: released %s in %s%s", visit->name, amount, took,
+                rss ? rss : "");
     }
     vm_visit_free(visit);
     d->releasing = FALSE;
@@ -238,7 +245,8 @@ static void on_pass(GPtrArray *visits, gpointer data)
     }
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
-        guint64 releasable = vm_info_u64(v->info, "stats", "releasable");
+        guint64 releasable = 0;
+        const char *left = NULL;
 
         m = g_hash_table_lookup(d->vms, v->name);
         if (!m) {
@@ -246,10 +254,20 @@ static void on_pass(GPtrArray *visits, gpointer data)
             g_hash_table_insert(d->vms, g_strdup(v->name), m);
         }
         m->seen = TRUE;
-        if (v->status != VM_STATUS_OK || releasable < threshold ||
-            !json_object_get_boolean_member_with_default(v->info,
-                                                         "can-release",
-                                                         FALSE)) {
+        if (v->status == VM_STATUS_OK && !vm_info_can_release(v->info)) {
+            left = "cannot release memory";
+        } else if (v->status == VM_STATUS_OK &&
+                   !vm_info_get_u64(v->info, "stats", "releasable",
+                                    &releasable)) {
+            /* glibc: QEMU trims its heap by itself when idle */
+            left = "does not tell what is releasable";
+        }
+        if (left && !m->told_left) {
+            cli_log("%s: left alone: its allocator (%s) %s", v->name,
+                    vm_info_backend(v->info), left);
+            m->told_left = TRUE;
+        }
+        if (v->status != VM_STATUS_OK || left || releasable < threshold) {
             if (d->common->verbose && v->status == VM_STATUS_ERROR) {
                 cli_log("%s: %s", v->name, v->error);
             }
@@ -346,6 +364,8 @@ const CliCommand cli_auto = {
         "on a VM whose releasable memory stayed at or above --threshold for\n"
         "--hold seconds, one VM at a time, at most once per VM every\n"
         "--min-interval seconds and --rate times per minute on the host.\n"
+        "VMs whose allocator does not tell what is releasable (glibc) are\n"
+        "left alone.\n"
         "Logs every release on stderr (the journal under systemd).\n"
         "SIGTERM or SIGINT: finish the running release, then exit.",
     .entries = entries,

@@ -15,15 +15,14 @@ static gboolean opt_dry_run;
 static gboolean opt_json;
 
 static guint64 min_releasable;
-static guint64 max_bytes;
 static guint release_timeout_ms = 120000;
 
 static const GOptionEntry entries[] = {
     { "min-releasable", 'm', 0, G_OPTION_ARG_STRING, &opt_min,
       "Only VMs with at least SIZE releasable (default: any)", "SIZE" },
-    { "max-bytes", 0, 0, G_OPTION_ARG_STRING, &opt_max_bytes,
-      "Return at most SIZE per VM, where the allocator can stop early",
-      "SIZE" },
+    /* Gone with QEMU's max-bytes: still parsed, to say so */
+    { "max-bytes", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING,
+      &opt_max_bytes, NULL, "SIZE" },
     { "release-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_release_timeout,
       "Give up on a release after MS milliseconds (default 120000)", "MS" },
     { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &opt_dry_run,
@@ -42,16 +41,11 @@ static gboolean check(CliCommon *common, GError **error)
         return FALSE;
     }
     if (opt_max_bytes) {
-        if (!units_parse_size(opt_max_bytes, &max_bytes, error)) {
-            g_prefix_error(error, "--max-bytes: ");
-            return FALSE;
-        }
-        if (!max_bytes) {
-            g_set_error_literal(error, G_OPTION_ERROR,
-                                G_OPTION_ERROR_BAD_VALUE,
-                                "--max-bytes: must be above 0");
-            return FALSE;
-        }
+        g_set_error_literal(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                            "--max-bytes is no longer supported: QEMU's "
+                            "x-release-free-memory takes no limit and "
+                            "returns all free memory it can");
+        return FALSE;
     }
     if (opt_release_timeout) {
         if (!units_parse_uint(opt_release_timeout, 1, G_MAXUINT32,
@@ -79,14 +73,19 @@ static const char *const outcome_names[] = {
 
 typedef struct ReleaseRun ReleaseRun;
 
+/* What QEMU told; the has_ flags say which of the optional figures */
 typedef struct {
     ReleaseRun *run;
     VmVisit *visit;
     Outcome outcome;
     char *reason;
+    gboolean has_releasable;
     guint64 releasable;
+    gboolean has_returned;      /* glibc does not count it */
     guint64 returned;
+    gboolean has_rss_before;
     guint64 rss_before;
+    gboolean has_rss_after;
     guint64 rss_after;
     guint64 duration_us;
 } Job;
@@ -145,16 +144,20 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
                     "release failed: %s", err->message));
         return;
     }
+    /* The answer is the AllocatorRelease itself */
     release = JSON_NODE_HOLDS_OBJECT(ret) ? json_node_get_object(ret) : NULL;
-    if (!vm_info_has(release, "release", "returned")) {
+    if (!vm_info_get_u64(release, NULL, "duration-us", &job->duration_us)) {
         job_end(job, OUTCOME_FAILED,
                 g_strdup("x-release-free-memory answered without figures"));
         return;
     }
-    job->returned = vm_info_u64(release, "release", "returned");
-    job->rss_before = vm_info_u64(release, "release", "rss-before");
-    job->rss_after = vm_info_u64(release, "release", "rss-after");
-    job->duration_us = vm_info_u64(release, "release", "duration-us");
+    job->has_returned = vm_info_get_u64(release, NULL, "returned",
+                                        &job->returned);
+    job->has_rss_before = vm_info_get_u64(release, NULL,
+                                          "process-rss-before",
+                                          &job->rss_before);
+    job->has_rss_after = vm_info_get_u64(release, NULL, "process-rss-after",
+                                         &job->rss_after);
     job_end(job, OUTCOME_RELEASED, NULL);
 }
 
@@ -162,7 +165,6 @@ static void on_visit(VmVisit *visit, gpointer data)
 {
     Job *job = data;
     JsonObject *info = visit->info;
-    g_autoptr(JsonObject) args = NULL;
     const char *backend;
 
     job->visit = visit;
@@ -175,12 +177,18 @@ static void on_visit(VmVisit *visit, gpointer data)
                     "unpatched (%s)", visit->error));
         return;
     }
-    backend = vm_info_str(info, "stats", "backend");
-    job->releasable = vm_info_u64(info, "stats", "releasable");
-    if (!json_object_get_boolean_member_with_default(info, "can-release",
-                                                     FALSE)) {
+    backend = vm_info_backend(info);
+    job->has_releasable = vm_info_get_u64(info, "stats", "releasable",
+                                          &job->releasable);
+    if (!vm_info_can_release(info)) {
         job_end(job, OUTCOME_SKIPPED, g_strdup_printf(
                     "QEMU's allocator (%s) cannot release memory", backend));
+        return;
+    }
+    if (min_releasable && !job->has_releasable) {
+        job_end(job, OUTCOME_SKIPPED, g_strdup_printf(
+                    "releasable unknown (%s does not tell), and "
+                    "--min-releasable was given", backend));
         return;
     }
     if (job->releasable < min_releasable) {
@@ -191,23 +199,11 @@ static void on_visit(VmVisit *visit, gpointer data)
                     "%s releasable, below %s", have, want));
         return;
     }
-    if (max_bytes &&
-        !json_object_get_boolean_member_with_default(info, "can-limit",
-                                                     FALSE)) {
-        job_end(job, OUTCOME_SKIPPED, g_strdup_printf(
-                    "%s cannot stop early, and --max-bytes was given",
-                    backend));
-        return;
-    }
     if (opt_dry_run) {
         job_end(job, OUTCOME_WOULD_RELEASE, NULL);
         return;
     }
-    if (max_bytes) {
-        args = json_object_new();
-        json_object_set_int_member(args, "max-bytes", max_bytes);
-    }
-    qmp_client_execute_async(visit->client, "x-release-free-memory", args,
+    qmp_client_execute_async(visit->client, "x-release-free-memory", NULL,
                              release_timeout_ms, on_released, job);
 }
 
@@ -246,19 +242,24 @@ static void print_table(ReleaseRun *run)
                                           "RSS AFTER", "TIME", "STATUS",
                                           NULL);
     g_autofree char *total = units_format_size(run->returned);
-    guint i, n[4] = { 0 };
+    g_autofree char *uncounted = NULL;
+    guint i, n[4] = { 0 }, n_uncounted = 0;
 
     for (i = 0; i < run->targets->len; i++) {
         Job *job = &run->jobs[i];
         gboolean done = job->outcome == OUTCOME_RELEASED;
-        gboolean known = job->visit->status == VM_STATUS_OK;
 
         n[job->outcome]++;
+        n_uncounted += done && !job->has_returned;
         cli_table_add(t, g_strdup(job->visit->name),
-                      known ? units_format_size(job->releasable) : NULL,
-                      done ? units_format_size(job->returned) : NULL,
-                      done ? units_format_size(job->rss_before) : NULL,
-                      done ? units_format_size(job->rss_after) : NULL,
+                      job->has_releasable ?
+                      units_format_size(job->releasable) : NULL,
+                      done && job->has_returned ?
+                      units_format_size(job->returned) : NULL,
+                      done && job->has_rss_before ?
+                      units_format_size(job->rss_before) : NULL,
+                      done && job->has_rss_after ?
+                      units_format_size(job->rss_after) : NULL,
                       done ? units_format_duration_us(job->duration_us) :
                       NULL,
                       job_status(job));
@@ -270,17 +271,23 @@ static void print_table(ReleaseRun *run)
                n[OUTCOME_WOULD_RELEASE], n[OUTCOME_SKIPPED],
                n[OUTCOME_FAILED]);
     } else {
-        printf("total: %s returned by %u VM%s; %u skipped; %u failed\n",
-               total, n[OUTCOME_RELEASED],
-               n[OUTCOME_RELEASED] == 1 ? "" : "s", n[OUTCOME_SKIPPED],
-               n[OUTCOME_FAILED]);
+        guint counted = n[OUTCOME_RELEASED] - n_uncounted;
+
+        /* glibc does not count what it returns: those VMs apart */
+        uncounted = n_uncounted ?
+            g_strdup_printf(" (and %u VM%s released without a count)",
+                            n_uncounted, n_uncounted == 1 ? "" : "s") :
+            g_strdup("");
+        printf("total: %s returned by %u VM%s%s; %u skipped; %u failed\n",
+               total, counted, counted == 1 ? "" : "s", uncounted,
+               n[OUTCOME_SKIPPED], n[OUTCOME_FAILED]);
     }
 }
 
 static void print_json(ReleaseRun *run)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
-    guint i, n[4] = { 0 };
+    guint i, n[4] = { 0 }, n_uncounted = 0;
 
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "vms");
@@ -289,6 +296,7 @@ static void print_json(ReleaseRun *run)
         Job *job = &run->jobs[i];
 
         n[job->outcome]++;
+        n_uncounted += job->outcome == OUTCOME_RELEASED && !job->has_returned;
         json_builder_begin_object(b);
         cli_json_str(b, "vm", job->visit->name);
         cli_json_str(b, "address", job->visit->address);
@@ -297,13 +305,20 @@ static void print_json(ReleaseRun *run)
             cli_json_str(b, job->outcome == OUTCOME_FAILED ? "error" :
                          "reason", job->reason);
         }
-        if (job->visit->status == VM_STATUS_OK) {
+        /* Figures QEMU did not tell are left out, never given as 0 */
+        if (job->has_releasable) {
             cli_json_u64(b, "releasable", job->releasable);
         }
         if (job->outcome == OUTCOME_RELEASED) {
-            cli_json_u64(b, "returned", job->returned);
-            cli_json_u64(b, "rss-before", job->rss_before);
-            cli_json_u64(b, "rss-after", job->rss_after);
+            if (job->has_returned) {
+                cli_json_u64(b, "returned", job->returned);
+            }
+            if (job->has_rss_before) {
+                cli_json_u64(b, "rss-before", job->rss_before);
+            }
+            if (job->has_rss_after) {
+                cli_json_u64(b, "rss-after", job->rss_after);
+            }
             cli_json_u64(b, "duration-us", job->duration_us);
         }
         json_builder_end_object(b);
@@ -311,8 +326,10 @@ static void print_json(ReleaseRun *run)
     json_builder_end_array(b);
     json_builder_set_member_name(b, "total");
     json_builder_begin_object(b);
+    /* What was counted; "uncounted": released VMs that did not count */
     cli_json_u64(b, "returned", run->returned);
     cli_json_u64(b, "released", n[OUTCOME_RELEASED]);
+    cli_json_u64(b, "uncounted", n_uncounted);
     cli_json_u64(b, "would-release", n[OUTCOME_WOULD_RELEASE]);
     cli_json_u64(b, "skipped", n[OUTCOME_SKIPPED]);
     cli_json_u64(b, "failed", n[OUTCOME_FAILED]);
@@ -366,8 +383,10 @@ const CliCommand cli_release = {
     .summary = "return free allocator memory to the OS",
     .description =
         "Runs x-release-free-memory on every chosen VM, --jobs at a time\n"
-        "(default 2), and prints what each returned.  VMs below\n"
-        "--min-releasable and QEMUs without the command are skipped.\n"
+        "(default 2), and prints what each returned ('-' where the\n"
+        "allocator does not count it: glibc).  VMs below --min-releasable,\n"
+        "VMs whose releasable memory is unknown when it is given, and\n"
+        "QEMUs that cannot release or lack the command are skipped.\n"
         "Exit status 1 if a release failed on any VM.",
     .entries = entries,
     .check = check,

@@ -36,13 +36,17 @@ static gboolean check(CliCommon *common, GError **error)
     return TRUE;
 }
 
-/* The figure a VM is sorted by; VMs without it sort last. */
-static guint64 sort_value(VmVisit *v, const char *key)
+/* The figure a VM is sorted by; FALSE if the VM has none. */
+static gboolean sort_value(VmVisit *v, const char *key, guint64 *value)
 {
     if (g_str_equal(key, "rss")) {
-        return v->has_rss ? v->rss : 0;
+        *value = v->rss;
+        return v->has_rss;
     }
-    return vm_info_u64(v->info, "stats", key);
+    if (g_str_equal(key, "held")) {
+        return vm_info_held(v->info, value);
+    }
+    return vm_info_get_u64(v->info, "stats", key, value);
 }
 
 static int compare_visits(gconstpointer a, gconstpointer b,
@@ -52,8 +56,14 @@ static int compare_visits(gconstpointer a, gconstpointer b,
     const char *key = user_data;
 
     if (!g_str_equal(key, "name")) {
-        guint64 x = sort_value(va, key), y = sort_value(vb, key);
+        guint64 x, y;
+        gboolean has_x = sort_value(va, key, &x);
+        gboolean has_y = sort_value(vb, key, &y);
 
+        /* Largest first; VMs without the figure after all that have it */
+        if (has_x != has_y) {
+            return has_x ? -1 : 1;
+        }
         if (x != y) {
             return x > y ? -1 : 1;
         }
@@ -65,10 +75,13 @@ static int compare_visits(gconstpointer a, gconstpointer b,
     return targets_compare_names(va->name, vb->name);
 }
 
-static guint64 release_count(JsonObject *info)
+/* A size cell: NULL ("-") when QEMU did not tell */
+static char *size_cell(JsonObject *info, const char *member)
 {
-    return vm_info_u64(info, "releases", "manual") +
-        vm_info_u64(info, "releases", "automatic");
+    guint64 v;
+
+    return vm_info_get_u64(info, "stats", member, &v) ?
+        cli_size(v, opt_bytes) : NULL;
 }
 
 static void print_table(GPtrArray *visits)
@@ -76,101 +89,138 @@ static void print_table(GPtrArray *visits)
     g_autoptr(CliTable) t = cli_table_new("llrrrrrl", "VM", "BACKEND",
                                           "ALLOCATED", "HELD", "RELEASABLE",
                                           "RSS", "RELEASES", "STATUS", NULL);
-    guint64 releasable = 0, rss = 0;
+    guint64 releasable = 0, rss = 0, v;
+    gboolean any_releasable = FALSE, any_rss = FALSE;
     guint i, n_ok = 0, n_unpatched = 0, n_failed = 0;
 
     for (i = 0; i < visits->len; i++) {
-        VmVisit *v = visits->pdata[i];
-        JsonObject *info = v->info;
+        VmVisit *vv = visits->pdata[i];
+        JsonObject *info = vv->info;
         char *status;
 
-        switch (v->status) {
+        switch (vv->status) {
         case VM_STATUS_OK:
             status = g_strdup("ok");
             n_ok++;
             break;
         case VM_STATUS_UNPATCHED:
-            status = g_strdup_printf("unpatched: %s", v->error);
+            status = g_strdup_printf("unpatched: %s", vv->error);
             n_unpatched++;
             break;
         default:
-            status = g_strdup_printf("error: %s", v->error);
+            status = g_strdup_printf("error: %s", vv->error);
             n_failed++;
         }
-        releasable += vm_info_u64(info, "stats", "releasable");
-        rss += v->has_rss ? v->rss : 0;
-        cli_table_add(t, g_strdup(v->name),
-                      info ? g_strdup(vm_info_str(info, "stats", "backend"))
-                      : NULL,
-                      info ? cli_size(vm_info_u64(info, "stats", "allocated"),
-                                      opt_bytes) : NULL,
-                      info ? cli_size(vm_info_u64(info, "stats", "held"),
-                                      opt_bytes) : NULL,
-                      info ? cli_size(vm_info_u64(info, "stats",
-                                                  "releasable"), opt_bytes)
-                      : NULL,
-                      v->has_rss ? cli_size(v->rss, opt_bytes) : NULL,
+        if (vm_info_get_u64(info, "stats", "releasable", &v)) {
+            releasable += v;
+            any_releasable = TRUE;
+        }
+        if (vv->has_rss) {
+            rss += vv->rss;
+            any_rss = TRUE;
+        }
+        cli_table_add(t, g_strdup(vv->name),
+                      g_strdup(vm_info_backend(info)),
+                      size_cell(info, "allocated"),
+                      vm_info_held(info, &v) ? cli_size(v, opt_bytes) : NULL,
+                      size_cell(info, "releasable"),
+                      vv->has_rss ? cli_size(vv->rss, opt_bytes) : NULL,
                       info ? g_strdup_printf("%" G_GUINT64_FORMAT,
-                                             release_count(info)) : NULL,
+                                             vm_info_releases(info)) : NULL,
                       status);
     }
+    /* The totals of what is known; "-" if no VM told it */
     cli_table_add(t, g_strdup("total"), g_strdup(""), g_strdup(""),
-                  g_strdup(""), cli_size(releasable, opt_bytes),
-                  cli_size(rss, opt_bytes), g_strdup(""),
+                  g_strdup(""),
+                  any_releasable ? cli_size(releasable, opt_bytes) : NULL,
+                  any_rss ? cli_size(rss, opt_bytes) : NULL, g_strdup(""),
                   g_strdup_printf("%u VMs: %u ok, %u unpatched, %u failed",
                                   visits->len, n_ok, n_unpatched, n_failed));
     cli_table_print(t, stdout);
 }
 
+/* A member for each figure QEMU told; what it did not tell is left out */
+static void json_figure(JsonBuilder *b, const char *name, JsonObject *info,
+                        const char *group, const char *member)
+{
+    guint64 v;
+
+    if (vm_info_get_u64(info, group, member, &v)) {
+        cli_json_u64(b, name, v);
+    }
+}
+
+static void json_last_release(JsonBuilder *b, JsonObject *info)
+{
+    const char *trigger = vm_info_str(info, "last-release", "trigger");
+
+    if (!vm_info_has(info, NULL, "last-release")) {
+        return;
+    }
+    json_builder_set_member_name(b, "last-release");
+    json_builder_begin_object(b);
+    if (trigger) {
+        cli_json_str(b, "trigger", trigger);
+    }
+    json_figure(b, "returned", info, "last-release", "returned");
+    json_figure(b, "rss-before", info, "last-release", "process-rss-before");
+    json_figure(b, "rss-after", info, "last-release", "process-rss-after");
+    json_figure(b, "duration-us", info, "last-release", "duration-us");
+    json_builder_end_object(b);
+}
+
 static void print_json(GPtrArray *visits)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
-    static const char *const sizes[] = {
-        "allocated", "held", "free", "releasable", NULL
-    };
-    static const char *const counters[] = {
-        "manual", "automatic", "idle", "returned", NULL
-    };
-    guint64 releasable = 0, rss = 0;
-    guint i, j, n[3] = { 0 };
+    guint64 releasable = 0, rss = 0, held, v;
+    gboolean any_releasable = FALSE, any_rss = FALSE;
+    guint i, n[3] = { 0 };
 
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "vms");
     json_builder_begin_array(b);
     for (i = 0; i < visits->len; i++) {
-        VmVisit *v = visits->pdata[i];
+        VmVisit *vv = visits->pdata[i];
 
-        n[v->status]++;
+        n[vv->status]++;
         json_builder_begin_object(b);
-        cli_json_str(b, "vm", v->name);
-        cli_json_str(b, "address", v->address);
-        cli_json_str(b, "status", vm_status_name(v->status));
-        if (v->error) {
-            cli_json_str(b, "error", v->error);
+        cli_json_str(b, "vm", vv->name);
+        cli_json_str(b, "address", vv->address);
+        cli_json_str(b, "status", vm_status_name(vv->status));
+        if (vv->error) {
+            cli_json_str(b, "error", vv->error);
         }
-        if (v->pid) {
-            cli_json_u64(b, "pid", v->pid);
+        if (vv->pid) {
+            cli_json_u64(b, "pid", vv->pid);
         }
-        if (v->info) {
-            cli_json_str(b, "backend", vm_info_str(v->info, "stats", "backend"));
-            for (j = 0; sizes[j]; j++) {
-                cli_json_u64(b, sizes[j], vm_info_u64(v->info, "stats",
-                                                 sizes[j]));
+        if (vv->info) {
+            cli_json_str(b, "backend", vm_info_backend(vv->info));
+            json_figure(b, "allocated", vv->info, "stats", "allocated");
+            if (vm_info_held(vv->info, &held)) {
+                cli_json_u64(b, "held", held);
             }
-            releasable += vm_info_u64(v->info, "stats", "releasable");
+            json_figure(b, "free", vv->info, "stats", "free");
+            json_figure(b, "releasable", vv->info, "stats", "releasable");
+            json_figure(b, "returned", vv->info, "stats", "returned");
+            if (vm_info_get_u64(vv->info, "stats", "releasable", &v)) {
+                releasable += v;
+                any_releasable = TRUE;
+            }
         }
-        if (v->has_rss) {
-            cli_json_u64(b, "rss", v->rss);
-            rss += v->rss;
+        if (vv->has_rss) {
+            cli_json_u64(b, "rss", vv->rss);
+            rss += vv->rss;
+            any_rss = TRUE;
         }
-        if (v->info) {
+        if (vv->info) {
             json_builder_set_member_name(b, "releases");
             json_builder_begin_object(b);
-            for (j = 0; counters[j]; j++) {
-                cli_json_u64(b, counters[j], vm_info_u64(v->info, "releases",
-                                                    counters[j]));
-            }
+            cli_json_u64(b, "manual", vm_info_u64(vv->info, NULL,
+                                                  "manual-releases"));
+            cli_json_u64(b, "automatic", vm_info_u64(vv->info, NULL,
+                                                     "automatic-releases"));
             json_builder_end_object(b);
+            json_last_release(b, vv->info);
         }
         json_builder_end_object(b);
     }
@@ -181,8 +231,13 @@ static void print_json(GPtrArray *visits)
     cli_json_u64(b, "ok", n[VM_STATUS_OK]);
     cli_json_u64(b, "unpatched", n[VM_STATUS_UNPATCHED]);
     cli_json_u64(b, "failed", n[VM_STATUS_ERROR]);
-    cli_json_u64(b, "releasable", releasable);
-    cli_json_u64(b, "rss", rss);
+    /* The totals of what is known; left out if no VM told it */
+    if (any_releasable) {
+        cli_json_u64(b, "releasable", releasable);
+    }
+    if (any_rss) {
+        cli_json_u64(b, "rss", rss);
+    }
     json_builder_end_object(b);
     json_builder_end_object(b);
     cli_print_json(b);
@@ -244,8 +299,10 @@ const CliCommand cli_stats = {
     .description =
         "Asks every VM for its allocator statistics (x-query-allocator-stats)\n"
         "and prints a table sorted by releasable memory: memory QEMU has\n"
-        "freed that the allocator keeps and a release can give back.\n"
-        "A QEMU without the command is listed as unpatched, with its RSS.\n"
+        "freed that the allocator keeps and a release can give back.  A\n"
+        "figure QEMU does not tell (glibc: releasable) is shown as '-'.\n"
+        "RSS is read from /proc for the process at the other end of the\n"
+        "socket.  A QEMU without the command is listed as unpatched.\n"
         "Exit status 1 if a VM could not be asked.",
     .entries = entries,
     .check = check,

@@ -40,25 +40,30 @@ static void per_vm(GString *out, GPtrArray *visits, char **vmids,
                    const char *name, const char *type, const char *help,
                    const char *group, const char *member)
 {
+    guint64 value;
     guint i;
 
     family(out, name, type, help);
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
 
-        if (vm_info_has(v->info, group, member)) {
+        /* A figure QEMU does not tell has no sample, never a 0 */
+        if (vm_info_get_u64(v->info, group, member, &value)) {
             g_string_append_printf(out, "%s{vmid=\"%s\"} %" G_GUINT64_FORMAT
-                                   "\n", name, vmids[i],
-                                   vm_info_u64(v->info, group, member));
+                                   "\n", name, vmids[i], value);
         }
     }
 }
 
 char *metrics_render(GPtrArray *visits, double seconds)
 {
-    static const char *const triggers[] = { "manual", "automatic", "idle" };
+    static const char *const triggers[][2] = {
+        { "manual", "manual-releases" },
+        { "automatic", "automatic-releases" },
+    };
     GString *out = g_string_new(NULL);
     g_auto(GStrv) vmids = g_new0(char *, visits->len + 1);
+    guint64 value;
     guint i, t;
 
     for (i = 0; i < visits->len; i++) {
@@ -89,7 +94,7 @@ char *metrics_render(GPtrArray *visits, double seconds)
            "The memory allocator QEMU was built with, as a label.");
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
-        const char *backend = vm_info_str(v->info, "stats", "backend");
+        const char *backend = vm_info_backend(v->info);
 
         if (backend) {
             g_autofree char *b = label_value(backend);
@@ -102,17 +107,30 @@ char *metrics_render(GPtrArray *visits, double seconds)
     per_vm(out, visits, vmids, "qemu_reclaim_allocated_bytes", "gauge",
            "Memory in use by QEMU, as its allocator counts it.",
            "stats", "allocated");
-    per_vm(out, visits, vmids, "qemu_reclaim_held_bytes", "gauge",
-           "Resident memory the allocator holds: allocated plus free.",
-           "stats", "held");
+    family(out, "qemu_reclaim_held_bytes", "gauge",
+           "Memory the allocator holds: allocated plus free.");
+    for (i = 0; i < visits->len; i++) {
+        VmVisit *v = visits->pdata[i];
+
+        if (vm_info_held(v->info, &value)) {
+            g_string_append_printf(out, "qemu_reclaim_held_bytes"
+                                   "{vmid=\"%s\"} %" G_GUINT64_FORMAT "\n",
+                                   vmids[i], value);
+        }
+    }
     per_vm(out, visits, vmids, "qemu_reclaim_free_bytes", "gauge",
            "Memory the allocator holds that QEMU does not use.",
            "stats", "free");
     per_vm(out, visits, vmids, "qemu_reclaim_releasable_bytes", "gauge",
-           "Free memory a release can return to the OS now.",
+           "Free memory a release can return to the OS now "
+           "(absent where the allocator cannot tell).",
            "stats", "releasable");
+    per_vm(out, visits, vmids, "qemu_reclaim_returned_bytes", "gauge",
+           "Memory returned to the OS whose address space the allocator "
+           "keeps (absent where it does not count it).",
+           "stats", "returned");
     family(out, "qemu_reclaim_resident_memory_bytes", "gauge",
-           "Resident set size of the QEMU process.");
+           "Resident set size of the QEMU process, from /proc.");
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
 
@@ -131,29 +149,27 @@ char *metrics_render(GPtrArray *visits, double seconds)
             g_string_append_printf(out, "qemu_reclaim_releases_total"
                                    "{vmid=\"%s\",trigger=\"%s\"} %"
                                    G_GUINT64_FORMAT "\n", vmids[i],
-                                   triggers[t],
-                                   vm_info_u64(v->info, "releases",
-                                               triggers[t]));
+                                   triggers[t][0],
+                                   vm_info_u64(v->info, NULL,
+                                               triggers[t][1]));
         }
     }
-    per_vm(out, visits, vmids, "qemu_reclaim_released_bytes_total",
-           "counter", "Bytes returned by manual and automatic releases.",
-           "releases", "returned");
-    family(out, "qemu_reclaim_release_seconds_total", "counter",
-           "Time spent in releases, idle-time ones included.");
+    per_vm(out, visits, vmids, "qemu_reclaim_last_release_returned_bytes",
+           "gauge", "What the last release returned (absent where the "
+           "allocator does not count it).", "last-release", "returned");
+    family(out, "qemu_reclaim_last_release_duration_seconds", "gauge",
+           "How long the last release took.");
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
 
-        if (v->info) {
-            g_string_append_printf(out, "qemu_reclaim_release_seconds_total"
+        if (vm_info_get_u64(v->info, "last-release", "duration-us",
+                            &value)) {
+            g_string_append_printf(out,
+                                   "qemu_reclaim_last_release_duration_seconds"
                                    "{vmid=\"%s\"} %.6f\n", vmids[i],
-                                   vm_info_u64(v->info, "releases",
-                                               "time-us") / 1e6);
+                                   value / 1e6);
         }
     }
-    per_vm(out, visits, vmids, "qemu_reclaim_automatic_skipped_total",
-           "counter", "Automatic releases skipped by the policy.",
-           NULL, "automatic-skipped");
     family(out, "qemu_reclaim_vms", "gauge",
            "VMs found by the exporter's targets.");
     g_string_append_printf(out, "qemu_reclaim_vms %u\n", visits->len);

@@ -39,22 +39,39 @@ gboolean vm_info_has(JsonObject *info, const char *group, const char *member)
     return o && json_object_has_member(o, member);
 }
 
-guint64 vm_info_u64(JsonObject *info, const char *group, const char *member)
+gboolean vm_info_get_u64(JsonObject *info, const char *group,
+                         const char *member, guint64 *value)
 {
     JsonObject *o = group_of(info, group);
     JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    gint64 v;
+    GType type;
 
+    *value = 0;
     if (!n || !JSON_NODE_HOLDS_VALUE(n)) {
-        return 0;
+        return FALSE;
     }
-    if (json_node_get_value_type(n) == G_TYPE_DOUBLE) {
+    type = json_node_get_value_type(n);
+    if (type == G_TYPE_DOUBLE) {
         double d = json_node_get_double(n);
 
-        return d > 0 ? (guint64)d : 0;
+        *value = d > 0 ? (guint64)d : 0;
+        return TRUE;
     }
-    v = json_node_get_int(n);
-    return v > 0 ? (guint64)v : 0;
+    if (type == G_TYPE_INT64) {
+        gint64 v = json_node_get_int(n);
+
+        *value = v > 0 ? (guint64)v : 0;
+        return TRUE;
+    }
+    return FALSE;       /* a string or a boolean is no figure */
+}
+
+guint64 vm_info_u64(JsonObject *info, const char *group, const char *member)
+{
+    guint64 v;
+
+    vm_info_get_u64(info, group, member, &v);
+    return v;
 }
 
 const char *vm_info_str(JsonObject *info, const char *group,
@@ -68,6 +85,38 @@ const char *vm_info_str(JsonObject *info, const char *group,
         return NULL;
     }
     return json_node_get_string(n);
+}
+
+const char *vm_info_backend(JsonObject *info)
+{
+    return vm_info_str(info, NULL, "backend");
+}
+
+gboolean vm_info_can_release(JsonObject *info)
+{
+    const char *backend = vm_info_backend(info);
+
+    /* The allocator "system" offers neither statistics nor a release */
+    return backend && !g_str_equal(backend, "system");
+}
+
+gboolean vm_info_held(JsonObject *info, guint64 *held)
+{
+    guint64 allocated, free;
+
+    if (!vm_info_get_u64(info, "stats", "allocated", &allocated) ||
+        !vm_info_get_u64(info, "stats", "free", &free)) {
+        *held = 0;
+        return FALSE;
+    }
+    *held = allocated + free;
+    return TRUE;
+}
+
+guint64 vm_info_releases(JsonObject *info)
+{
+    return vm_info_u64(info, NULL, "manual-releases") +
+        vm_info_u64(info, NULL, "automatic-releases");
 }
 
 gboolean vm_read_rss(GPid pid, guint64 *rss)
@@ -132,12 +181,31 @@ static guint remaining_ms(VmVisit *visit)
     return left > 1 ? (guint)left : 1;
 }
 
+/* What a patched QEMU must answer; NULL if it did, else why not. */
+static const char *check_info(JsonObject *info)
+{
+    JsonNode *stats = json_object_get_member(info, "stats");
+
+    if (!vm_info_backend(info)) {
+        return "x-query-allocator-stats answered without a backend";
+    }
+    /* Statistics are optional (the "system" allocator has none), but
+     * statistics without the two figures every allocator has are broken */
+    if (stats && (!JSON_NODE_HOLDS_OBJECT(stats) ||
+                  !vm_info_has(info, "stats", "allocated") ||
+                  !vm_info_has(info, "stats", "free"))) {
+        return "x-query-allocator-stats answered with incomplete statistics";
+    }
+    return NULL;
+}
+
 static void on_queried(GObject *source, GAsyncResult *res, gpointer data)
 {
     VmVisit *visit = data;
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonNode) ret = qmp_client_execute_finish(QMP_CLIENT(source),
                                                         res, &err);
+    const char *bad;
 
     visit->pid = qmp_client_get_peer_pid(visit->client);
     if (!ret) {
@@ -155,16 +223,16 @@ static void on_queried(GObject *source, GAsyncResult *res, gpointer data)
         visit_finish(visit);
         return;
     }
-    if (!JSON_NODE_HOLDS_OBJECT(ret) ||
-        !vm_info_has(json_node_get_object(ret), "stats", "rss")) {
-        vm_visit_fail(visit, "x-query-allocator-stats answered without "
-                      "statistics");
+    bad = JSON_NODE_HOLDS_OBJECT(ret) ? check_info(json_node_get_object(ret))
+        : "x-query-allocator-stats answered without an object";
+    if (bad) {
+        vm_visit_fail(visit, "%s", bad);
         visit_finish(visit);
         return;
     }
     visit->info = json_object_ref(json_node_get_object(ret));
-    visit->rss = vm_info_u64(visit->info, "stats", "rss");
-    visit->has_rss = TRUE;
+    /* QEMU does not tell its RSS: /proc does, for a peer on this host */
+    visit->has_rss = vm_read_rss(visit->pid, &visit->rss);
     visit->status = VM_STATUS_OK;
     visit_finish(visit);
 }

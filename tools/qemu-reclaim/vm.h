@@ -28,9 +28,9 @@ struct VmVisit {
     char *address;
     VmStatus status;
     char *error;            /* why ERROR, or what UNPATCHED lacks */
-    GPid pid;               /* 0 if unknown */
+    GPid pid;               /* the peer of a Unix socket; 0 if unknown */
     JsonObject *info;       /* the x-query-allocator-stats answer, if OK */
-    guint64 rss;            /* from QEMU, else from /proc/<pid> */
+    guint64 rss;            /* VmRSS of /proc/<pid>/status, if has_rss */
     gboolean has_rss;
     QmpClient *client;      /* still connected after OK or UNPATCHED */
     gint64 started_us;      /* monotonic */
@@ -56,13 +56,29 @@ void vm_visit_fail(VmVisit *visit, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 const char *vm_status_name(VmStatus status);
 
-/* info["stats"][member], or info[member] when @group is NULL; 0 if absent */
+/*
+ * info[group][member], or info[member] when @group is NULL.  QEMU leaves
+ * out what it does not know (with glibc: releasable, returned): callers
+ * tell "absent" from 0 with vm_info_get_u64() or vm_info_has().
+ */
+gboolean vm_info_get_u64(JsonObject *info, const char *group,
+                         const char *member, guint64 *value);
+/* The same, 0 if absent */
 guint64 vm_info_u64(JsonObject *info, const char *group, const char *member);
 const char *vm_info_str(JsonObject *info, const char *group,
                         const char *member);
 gboolean vm_info_has(JsonObject *info, const char *group, const char *member);
 
-/* VmRSS of a local process, in bytes. */
+/* The allocator: "glibc", "tcmalloc", "jemalloc", "system"; NULL if none */
+const char *vm_info_backend(JsonObject *info);
+/* Whether the allocator can return memory: all but "system" */
+gboolean vm_info_can_release(JsonObject *info);
+/* What the allocator holds, allocated + free; FALSE without statistics */
+gboolean vm_info_held(JsonObject *info, guint64 *held);
+/* Releases so far, manual and automatic */
+guint64 vm_info_releases(JsonObject *info);
+
+/* VmRSS of a local process, in bytes; FALSE if it cannot be read. */
 gboolean vm_read_rss(GPid pid, guint64 *rss);
 
 /* ---- a few at a time ------------------------------------------------- */
