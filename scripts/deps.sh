@@ -22,6 +22,7 @@ PKGS=(
     dpkg-dev python3-docutils python3-sphinx python3-sphinx-rtd-theme
     # the operator tool (tools/qemu-reclaim) and its tests
     libjson-glib-dev libsoup-3.0-dev prometheus clang-14 libclang-rt-14-dev man-db
+    valgrind systemd
     qemu-system-x86
     # the Ceph tests and benchmarks (librbd for QEMU's rbd driver)
     librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common

@@ -33,7 +33,7 @@ static const GOptionEntry entries[] = {
       "At most N releases per minute on the host (default 6)", "N" },
     { "interval", 'i', 0, G_OPTION_ARG_STRING, &opt_interval,
       "Look at the VMs every SEC seconds (default 10)", "SEC" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
 };
 
 static gboolean parse_seconds(const char *text, const char *what,
@@ -183,7 +183,7 @@ static void on_release_visit(VmVisit *visit, gpointer data)
     }
     /* Releases take as long as they take: no time limit but a generous one */
     qmp_client_execute_async(visit->client, "x-release-free-memory", NULL,
-                             MAX(d->common->timeout_ms, 120000),
+                             MAX(d->common->timeout_ms, 120000), NULL,
                              on_released, visit);
 }
 

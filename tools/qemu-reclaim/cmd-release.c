@@ -29,7 +29,7 @@ static const GOptionEntry entries[] = {
       "Say what would be released, release nothing", NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json,
       "Print JSON for scripts", NULL },
-    { NULL }
+    G_OPTION_ENTRY_NULL
 };
 
 static gboolean check(CliCommon *common, GError **error)
@@ -204,7 +204,7 @@ static void on_visit(VmVisit *visit, gpointer data)
         return;
     }
     qmp_client_execute_async(visit->client, "x-release-free-memory", NULL,
-                             release_timeout_ms, on_released, job);
+                             release_timeout_ms, NULL, on_released, job);
 }
 
 static void start_job(Runner *runner, guint index, gpointer data)

@@ -22,7 +22,7 @@ static const GOptionEntry entries[] = {
       "Print sizes in bytes", NULL },
     { "sort", 's', 0, G_OPTION_ARG_STRING, &opt_sort,
       "Sort by releasable (default), rss, held, allocated or name", "KEY" },
-    { NULL }
+    G_OPTION_ENTRY_NULL
 };
 
 static gboolean check(CliCommon *common, GError **error)

@@ -29,7 +29,7 @@ static const GOptionEntry common_entries[] = {
       "Log each VM that does not answer (export, auto)", NULL },
     { "version", 'V', 0, G_OPTION_ARG_NONE, &opt_version,
       "Print the version and exit", NULL },
-    { NULL }
+    G_OPTION_ENTRY_NULL
 };
 
 static void usage(FILE *out)

@@ -46,6 +46,7 @@ struct _QmpClient {
 
     GTask *connect_task;
     guint connect_timer;
+    GSource *connect_cancel;    /* watches the caller's GCancellable */
 
     GPid peer_pid;
     char *version;
@@ -56,18 +57,78 @@ struct _QmpClient {
 
 G_DEFINE_TYPE(QmpClient, qmp_client, G_TYPE_OBJECT)
 
+/*
+ * Members of what the peer sent, read without trusting its types: json-glib
+ * logs a critical (fatal under G_DEBUG=fatal-criticals) when asked for an
+ * object or a string that is something else.
+ */
+static JsonObject *object_member(JsonObject *obj, const char *name)
+{
+    JsonNode *n = obj ? json_object_get_member(obj, name) : NULL;
+
+    return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+}
+
+static const char *string_member(JsonObject *obj, const char *name)
+{
+    JsonNode *n = obj ? json_object_get_member(obj, name) : NULL;
+
+    return n && JSON_NODE_HOLDS_VALUE(n) &&
+        json_node_get_value_type(n) == G_TYPE_STRING ?
+        json_node_get_string(n) : NULL;
+}
+
+static gint64 int_member(JsonObject *obj, const char *name)
+{
+    JsonNode *n = obj ? json_object_get_member(obj, name) : NULL;
+
+    return n && JSON_NODE_HOLDS_VALUE(n) &&
+        json_node_get_value_type(n) == G_TYPE_INT64 ?
+        json_node_get_int(n) : 0;
+}
+
+/* Attach to the thread-default context a source that calls @func once
+ * @cancellable is cancelled: the callback runs from the main loop, never
+ * inside g_cancellable_cancel(). */
+static GSource *watch_cancellable(GCancellable *cancellable,
+                                  GCancellableSourceFunc func, gpointer data)
+{
+    GSource *source;
+
+    if (!cancellable) {
+        return NULL;
+    }
+    source = g_cancellable_source_new(cancellable);
+    g_source_set_callback(source, G_SOURCE_FUNC(func), data, NULL);
+    g_source_attach(source, g_main_context_get_thread_default());
+    return source;
+}
+
+static void unwatch(GSource **source)
+{
+    if (*source) {
+        g_source_destroy(*source);
+        g_clear_pointer(source, g_source_unref);
+    }
+}
+
 /* One command in flight: the data of its GTask. */
 typedef struct {
     char *id;
     char *command;
     guint timeout_ms;
     guint timer;
+    GSource *cancel_source;     /* watches the caller's GCancellable */
 } Request;
 
 static void request_free(Request *req)
 {
     if (req->timer) {
         g_source_remove(req->timer);
+    }
+    if (req->cancel_source) {
+        g_source_destroy(req->cancel_source);
+        g_source_unref(req->cancel_source);
     }
     g_free(req->id);
     g_free(req->command);
@@ -84,6 +145,7 @@ static void qmp_client_finalize(GObject *obj)
     /* Every async operation holds a reference: nothing is pending here */
     g_assert(g_hash_table_size(client->pending) == 0);
     g_assert(!client->connect_task);
+    g_assert(!client->connect_cancel);
     g_clear_object(&client->conn);
     g_clear_object(&client->io_cancel);
     qmp_parser_free(client->parser);
@@ -252,6 +314,7 @@ static void client_abort(QmpClient *client, GError *error)
         g_source_remove(client->connect_timer);
         client->connect_timer = 0;
     }
+    unwatch(&client->connect_cancel);
     /* Take everything out first: callbacks may call back into us */
     connect_task = g_steal_pointer(&client->connect_task);
     pending = g_steal_pointer(&client->pending);
@@ -276,6 +339,35 @@ void qmp_client_close(QmpClient *client)
 
 /* ---- requests --------------------------------------------------------- */
 
+/* The request @id, taken out of the table (a reference for the caller), or
+ * NULL if nothing waits for it. */
+static GTask *take_pending(QmpClient *client, const char *id)
+{
+    gpointer key, task;
+
+    if (!id || !g_hash_table_steal_extended(client->pending, id, &key,
+                                            &task)) {
+        return NULL;
+    }
+    g_free(key);
+    return task;
+}
+
+static gboolean on_request_cancelled(GCancellable *cancellable,
+                                     gpointer data)
+{
+    GTask *task = data;
+    Request *req = g_task_get_task_data(task);
+    QmpClient *client = g_task_get_source_object(task);
+    g_autoptr(GTask) mine = take_pending(client, req->id);
+
+    /* The answer may still come; with this id gone it is dropped */
+    if (mine) {
+        g_task_return_error_if_cancelled(mine);
+    }
+    return G_SOURCE_REMOVE;
+}
+
 static gboolean on_request_timeout(gpointer data)
 {
     GTask *task = data;
@@ -292,10 +384,12 @@ static gboolean on_request_timeout(gpointer data)
 
 void qmp_client_execute_async(QmpClient *client, const char *command,
                               JsonObject *args, guint timeout_ms,
+                              GCancellable *cancellable,
                               GAsyncReadyCallback callback,
                               gpointer user_data)
 {
-    g_autoptr(GTask) task = g_task_new(client, NULL, callback, user_data);
+    g_autoptr(GTask) task = g_task_new(client, cancellable, callback,
+                                       user_data);
     g_autoptr(JsonObject) msg = json_object_new();
     Request *req = g_new0(Request, 1);
 
@@ -305,6 +399,9 @@ void qmp_client_execute_async(QmpClient *client, const char *command,
     req->timeout_ms = timeout_ms;
     g_task_set_task_data(task, req, (GDestroyNotify)request_free);
 
+    if (g_task_return_error_if_cancelled(task)) {
+        return;
+    }
     if (client->state != STATE_READY && client->state != STATE_NEGOTIATING) {
         g_task_return_new_error(task, QMP_CLIENT_ERROR,
                                 QMP_CLIENT_ERROR_CLOSED,
@@ -321,6 +418,9 @@ void qmp_client_execute_async(QmpClient *client, const char *command,
         /* The timer holds no reference: the table does, until it fires */
         req->timer = g_timeout_add(timeout_ms, on_request_timeout, task);
     }
+    /* Neither source holds a reference: the table does, until either fires */
+    req->cancel_source = watch_cancellable(cancellable, on_request_cancelled,
+                                           task);
     g_hash_table_insert(client->pending, g_strdup(req->id),
                         g_object_ref(task));
     send_message(client, msg);
@@ -335,14 +435,11 @@ JsonNode *qmp_client_execute_finish(QmpClient *client, GAsyncResult *result,
 
 static void answer_request(QmpClient *client, JsonObject *msg)
 {
-    const char *id;
-    GTask *task;
+    g_autoptr(GTask) task = take_pending(client, string_member(msg, "id"));
     Request *req;
 
-    id = json_object_get_string_member_with_default(msg, "id", NULL);
-    if (!id || !g_hash_table_steal_extended(client->pending, id, NULL,
-                                            (gpointer *)&task)) {
-        /* Not ours (an answer without id): nothing waits for it */
+    if (!task) {
+        /* Not ours, or cancelled: nothing waits for it */
         g_debug("%s: ignoring an answer without a known id",
                 client->address);
         return;
@@ -352,28 +449,23 @@ static void answer_request(QmpClient *client, JsonObject *msg)
         g_source_remove(req->timer);
         req->timer = 0;
     }
+    unwatch(&req->cancel_source);
     if (json_object_has_member(msg, "return")) {
         g_task_return_pointer(task,
                               json_node_copy(json_object_get_member(msg,
                                                                     "return")),
                               (GDestroyNotify)json_node_unref);
     } else {
-        JsonNode *errnode = json_object_get_member(msg, "error");
-        JsonObject *err = errnode && JSON_NODE_HOLDS_OBJECT(errnode) ?
-            json_node_get_object(errnode) : NULL;
-        const char *cls = err ?
-            json_object_get_string_member_with_default(err, "class", "") : "";
-        const char *desc = err ?
-            json_object_get_string_member_with_default(err, "desc", NULL) :
-            NULL;
+        JsonObject *err = object_member(msg, "error");
+        const char *cls = string_member(err, "class");
+        const char *desc = string_member(err, "desc");
 
         g_task_return_new_error(task, QMP_CLIENT_ERROR,
-                                g_str_equal(cls, "CommandNotFound") ?
+                                !g_strcmp0(cls, "CommandNotFound") ?
                                 QMP_CLIENT_ERROR_COMMAND_NOT_FOUND :
                                 QMP_CLIENT_ERROR_COMMAND,
                                 "%s", desc ? desc : "error without text");
     }
-    g_object_unref(task);
 }
 
 /* ---- connecting ------------------------------------------------------- */
@@ -389,8 +481,11 @@ static void on_negotiated(GObject *source, GAsyncResult *res, gpointer data)
         return;     /* aborted; the connect task has failed already */
     }
     task = g_steal_pointer(&client->connect_task);
-    g_source_remove(client->connect_timer);
-    client->connect_timer = 0;
+    if (client->connect_timer) {
+        g_source_remove(client->connect_timer);
+        client->connect_timer = 0;
+    }
+    unwatch(&client->connect_cancel);
     if (!ret) {
         g_autoptr(GError) e = g_error_new(QMP_CLIENT_ERROR,
                                           QMP_CLIENT_ERROR_PROTOCOL,
@@ -406,29 +501,25 @@ static void on_negotiated(GObject *source, GAsyncResult *res, gpointer data)
 
 static void on_greeting(QmpClient *client, JsonObject *msg)
 {
-    JsonObject *qmp = json_object_get_object_member(msg, "QMP");
-    JsonObject *version = qmp && json_object_has_member(qmp, "version") ?
-        json_object_get_object_member(qmp, "version") : NULL;
-    JsonObject *q = version && json_object_has_member(version, "qemu") ?
-        json_object_get_object_member(version, "qemu") : NULL;
+    JsonObject *version = object_member(object_member(msg, "QMP"),
+                                        "version");
+    JsonObject *q = object_member(version, "qemu");
 
+    /* The version is only shown to the user: a peer's odd one is no error */
     if (q) {
         client->version = g_strdup_printf(
             "%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT,
-            json_object_get_int_member_with_default(q, "major", 0),
-            json_object_get_int_member_with_default(q, "minor", 0),
-            json_object_get_int_member_with_default(q, "micro", 0));
+            int_member(q, "major"), int_member(q, "minor"),
+            int_member(q, "micro"));
     }
     client->state = STATE_NEGOTIATING;
-    qmp_client_execute_async(client, "qmp_capabilities", NULL, 0,
+    qmp_client_execute_async(client, "qmp_capabilities", NULL, 0, NULL,
                              on_negotiated, NULL);
 }
 
 static gboolean is_object_member(JsonObject *msg, const char *name)
 {
-    JsonNode *n = json_object_get_member(msg, name);
-
-    return n && JSON_NODE_HOLDS_OBJECT(n);
+    return object_member(msg, name) != NULL;
 }
 
 /* Dispatch one message; may close the client. */
@@ -571,6 +662,17 @@ static gboolean on_connect_timeout(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+static gboolean on_connect_cancelled(GCancellable *cancellable,
+                                     gpointer data)
+{
+    QmpClient *client = data;
+
+    g_clear_pointer(&client->connect_cancel, g_source_unref);
+    client_abort(client, g_error_new_literal(G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                             "connecting was cancelled"));
+    return G_SOURCE_REMOVE;
+}
+
 static GSocketConnectable *parse_address(const char *address, GError **error)
 {
     if (g_str_has_prefix(address, "tcp:")) {
@@ -583,16 +685,21 @@ static GSocketConnectable *parse_address(const char *address, GError **error)
 }
 
 void qmp_client_connect_async(QmpClient *client, guint timeout_ms,
+                              GCancellable *cancellable,
                               GAsyncReadyCallback callback,
                               gpointer user_data)
 {
-    g_autoptr(GTask) task = g_task_new(client, NULL, callback, user_data);
+    g_autoptr(GTask) task = g_task_new(client, cancellable, callback,
+                                       user_data);
     g_autoptr(GSocketClient) sc = NULL;
     g_autoptr(GSocketConnectable) addr = NULL;
     g_autoptr(GError) err = NULL;
 
     g_task_set_source_tag(task, qmp_client_connect_async);
     g_task_set_task_data(task, GUINT_TO_POINTER(timeout_ms), NULL);
+    if (g_task_return_error_if_cancelled(task)) {
+        return;
+    }
     if (client->state != STATE_NEW) {
         g_task_return_new_error(task, QMP_CLIENT_ERROR,
                                 QMP_CLIENT_ERROR_CONNECT,
@@ -613,6 +720,8 @@ void qmp_client_connect_async(QmpClient *client, guint timeout_ms,
         client->connect_timer = g_timeout_add(timeout_ms, on_connect_timeout,
                                               client);
     }
+    client->connect_cancel = watch_cancellable(cancellable,
+                                               on_connect_cancelled, client);
     sc = g_socket_client_new();
     g_socket_client_connect_async(sc, addr, client->io_cancel, on_connected,
                                   g_object_ref(client));

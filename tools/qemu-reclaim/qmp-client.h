@@ -46,8 +46,13 @@ void qmp_client_set_event_func(QmpClient *client, QmpEventFunc func,
 /* Largest message accepted from the peer (default 1 MiB). */
 void qmp_client_set_max_message_size(QmpClient *client, gsize max);
 
-/* Connect, read the greeting, negotiate; within @timeout_ms in all. */
+/*
+ * Connect, read the greeting, negotiate; within @timeout_ms in all.
+ * Cancelling @cancellable closes the client; the call fails with
+ * G_IO_ERROR_CANCELLED.
+ */
 void qmp_client_connect_async(QmpClient *client, guint timeout_ms,
+                              GCancellable *cancellable,
                               GAsyncReadyCallback callback,
                               gpointer user_data);
 gboolean qmp_client_connect_finish(QmpClient *client, GAsyncResult *result,
@@ -58,9 +63,13 @@ gboolean qmp_client_connect_finish(QmpClient *client, GAsyncResult *result,
  * result is the "return" member, or an error.  @timeout_ms 0: no limit.
  * A request that times out closes the connection: an answer that comes
  * late could not be told from the next one's otherwise.
+ * Cancelling @cancellable fails the call with G_IO_ERROR_CANCELLED at
+ * once and keeps the connection: QEMU still runs the command, and its
+ * answer, which carries the request's id, is dropped when it comes.
  */
 void qmp_client_execute_async(QmpClient *client, const char *command,
                               JsonObject *args, guint timeout_ms,
+                              GCancellable *cancellable,
                               GAsyncReadyCallback callback,
                               gpointer user_data);
 JsonNode *qmp_client_execute_finish(QmpClient *client, GAsyncResult *result,
@@ -68,7 +77,7 @@ JsonNode *qmp_client_execute_finish(QmpClient *client, GAsyncResult *result,
 
 /* The process at the other end of a Unix socket, or 0 if unknown. */
 GPid qmp_client_get_peer_pid(QmpClient *client);
-/* "10.0.2" from the greeting, or NULL before it. */
+/* "10.2.2" from the greeting, or NULL before it. */
 const char *qmp_client_get_qemu_version(QmpClient *client);
 
 /* Close now; pending requests fail with QMP_CLIENT_ERROR_CLOSED. */

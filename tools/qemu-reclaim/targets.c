@@ -187,9 +187,12 @@ GPtrArray *targets_resolve(const char *const *specs, GError **error)
     for (i = 0; i < out->len; i++) {
         VmTarget *t = out->pdata[i];
 
-        if (!g_hash_table_add(names, t->name)) {
+        /* The table borrows the names: a name it holds is never freed */
+        if (g_hash_table_contains(names, t->name)) {
             g_free(t->name);
             t->name = g_strdup(t->address);
+        } else {
+            g_hash_table_add(names, t->name);
         }
     }
     return g_steal_pointer(&out);

@@ -1,8 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Sizes and durations as operators write and read them. */
-#include <errno.h>
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "units.h"
@@ -34,6 +31,10 @@ char *units_format_duration_us(guint64 us)
     return g_strdup_printf("%.1f s", us / 1e6);
 }
 
+/* Most decimals a size takes: 10^6 < 2^20, so a fraction shifted by up to
+ * 40 bits stays within 64 bits, and a millionth of a TiB is about 1 MiB. */
+#define MAX_DECIMALS 6
+
 gboolean units_parse_size(const char *text, guint64 *bytes, GError **error)
 {
     static const struct {
@@ -47,49 +48,64 @@ gboolean units_parse_size(const char *text, guint64 *bytes, GError **error)
         { "t", 40 }, { "tb", 40 }, { "tib", 40 },
     };
     const char *p = text;
-    char *end;
-    double v;
+    g_autofree char *whole = NULL;
+    const char *end;
+    guint64 w, frac = 0, scale = 1;
+    size_t n_whole, n_frac = 0;
     guint i;
 
     while (g_ascii_isspace(*p)) {
         p++;
     }
-    if (!g_ascii_isdigit(*p)) {
-        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "'%s' is not a size (examples: 4096, 64M, 1.5G)", text);
-        return FALSE;
-    }
-    /* Digits and one decimal point only: no hex, no exponent */
-    end = (char *)p + strspn(p, "0123456789");
+    /*
+     * Digits and one decimal point only: no sign, hex or exponent.  The
+     * value is computed in integers: a double would round sizes above 2^53
+     * and let 2^63 through as a "size" that does not fit a QMP int.
+     */
+    n_whole = strspn(p, "0123456789");
+    end = p + n_whole;
     if (*end == '.') {
-        end += 1 + strspn(end + 1, "0123456789");
+        n_frac = strspn(end + 1, "0123456789");
+        end += 1 + n_frac;
     }
-    {
-        g_autofree char *number = g_strndup(p, end - p);
-
-        errno = 0;
-        v = g_ascii_strtod(number, NULL);
-    }
-    if (errno || !isfinite(v)) {
+    whole = g_strndup(p, n_whole);
+    if (!n_whole ||
+        !g_ascii_string_to_unsigned(whole, 10, 0, G_MAXINT64, &w, NULL)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    n_whole > 0 ? "size '%s' is too large" :
                     "'%s' is not a size (examples: 4096, 64M, 1.5G)", text);
         return FALSE;
+    }
+    if (n_frac > MAX_DECIMALS) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "'%s': at most %d decimals", text, MAX_DECIMALS);
+        return FALSE;
+    }
+    for (i = 0; i < n_frac; i++) {
+        frac = frac * 10 + (p[n_whole + 1 + i] - '0');
+        scale *= 10;
     }
     while (g_ascii_isspace(*end)) {
         end++;
     }
     for (i = 0; i < G_N_ELEMENTS(suffixes); i++) {
-        if (!g_ascii_strcasecmp(end, suffixes[i].suffix)) {
-            double b = ldexp(v, suffixes[i].shift);
+        int shift = suffixes[i].shift;
 
-            if (b > (double)G_MAXINT64) {
-                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                            "size '%s' is too large", text);
-                return FALSE;
-            }
-            *bytes = (guint64)b;
-            return TRUE;
+        if (g_ascii_strcasecmp(end, suffixes[i].suffix)) {
+            continue;
         }
+        /*
+         * QMP sizes are signed 64-bit integers: at most 2^63 - 1.  With w
+         * at most (2^63 - 1) >> shift, w << shift is at most 2^63 - 2^shift,
+         * and the fraction adds less than 2^shift: the sum fits.
+         */
+        if (w > (guint64)G_MAXINT64 >> shift) {
+            g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                        "size '%s' is too large", text);
+            return FALSE;
+        }
+        *bytes = (w << shift) + (frac << shift) / scale;
+        return TRUE;
     }
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 "'%s': unknown unit '%s' (use K, M, G or T)", text, end);

@@ -54,7 +54,14 @@ gboolean vm_info_get_u64(JsonObject *info, const char *group,
     if (type == G_TYPE_DOUBLE) {
         double d = json_node_get_double(n);
 
-        *value = d > 0 ? (guint64)d : 0;
+        /* Converting a double beyond 2^64 (or NaN) is undefined */
+        if (!(d > 0)) {
+            *value = 0;
+        } else if (d >= 0x1p64) {
+            *value = G_MAXUINT64;
+        } else {
+            *value = (guint64)d;
+        }
         return TRUE;
     }
     if (type == G_TYPE_INT64) {
@@ -248,7 +255,7 @@ static void on_connected(GObject *source, GAsyncResult *res, gpointer data)
         return;
     }
     qmp_client_execute_async(visit->client, "x-query-allocator-stats", NULL,
-                             remaining_ms(visit), on_queried, visit);
+                             remaining_ms(visit), NULL, on_queried, visit);
 }
 
 void vm_visit_start(const VmTarget *target, guint timeout_ms,
@@ -264,7 +271,8 @@ void vm_visit_start(const VmTarget *target, guint timeout_ms,
     visit->started_us = g_get_monotonic_time();
     visit->status = VM_STATUS_ERROR;
     visit->client = qmp_client_new(target->address);
-    qmp_client_connect_async(visit->client, timeout_ms, on_connected, visit);
+    qmp_client_connect_async(visit->client, timeout_ms, NULL, on_connected,
+                             visit);
 }
 
 /* ---- a few at a time ------------------------------------------------- */
