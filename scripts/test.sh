@@ -223,6 +223,7 @@ main() {
             --show-leak-kinds=definite --error-exitcode=1 \
             "$QR_WORK/tool/tools/qemu-reclaim/test-qmp-client"
         run_check tool-install "$QR_TOP/tests/tool/check-install.sh" || true
+        run_check tool-rules "$QR_TOP/tests/tool/check-rules.sh" || true
         for t in test-tool test-faults test-prometheus; do
             run_tap "tool/$t" "$QR_PYTHON" "$QR_TOP/tests/tool/$t.py"
         done

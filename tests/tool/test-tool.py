@@ -418,6 +418,7 @@ def run(tap, lab):
     # -- an allocator without statistics or release ("system"): a stand-in
     # QMP server, as no build here has one
     check_system_allocator(tap, lab)
+    check_hostile_peers(tap, lab)
 
     # -- release --dry-run changes nothing
     b = snapshot(vms)
@@ -660,6 +661,57 @@ def run(tap, lab):
     check_auto(tap, lab, by)
 
 
+def check_hostile_peers(tap, lab):
+    """Sockets the tool must not trust, and a peer whose text would drive
+    the operator's terminal."""
+    d = lab.path("hostile")
+    os.mkdir(d)
+    evil = "\x1b]0;pwned\x07\x1b[2Jsys\u009b31m"
+    fake = T.FakeQEMU(os.path.join(d, "107.qmp"),
+                      {"backend": evil, "manual-releases": 0,
+                       "automatic-releases": 0})
+    try:
+        outs = []
+        for argv in (["stats", fake.path], ["release", fake.path],
+                     ["--verbose", "stats", "--json", fake.path]):
+            r = T.run_tool(argv, DEADLINE)
+            outs.append((argv, r))
+        # JSON escapes C0 itself and may carry C1 as it is: for programs
+        raw = [(" ".join(a), r.describe()) for a, r in outs
+               if any(c in r.out + r.err for c in "\x1b\x07") or
+               ("--json" not in a and "\u009b" in r.out + r.err)]
+        tap.ok(not raw and "\\x1b" in outs[0][1].out,
+               "a QEMU's text reaches the terminal with its control "
+               "characters escaped (stats, release; JSON escapes them)",
+               "%s\n%s" % (raw, outs[0][1].describe()))
+
+        n = len(fake.commands)
+        os.symlink(fake.path, os.path.join(d, "108.qmp"))
+        r = T.run_tool(["stats", "--json", d], DEADLINE)
+        vms = {e.get("vm"): e for e in (r.json() or {}).get("vms", [])}
+        link = vms.get("108", {})
+        tap.ok(link.get("status") == "error" and
+               "symbolic link" in (link.get("error") or "") and
+               vms.get("107", {}).get("status") == "ok" and
+               len(fake.commands) - n == 2,
+               "a symlinked socket is refused (an error naming the link), "
+               "never connected; the real one is read",
+               "%s\ncommands %s" % (r.describe(), fake.commands[n:]))
+
+        os.unlink(os.path.join(d, "108.qmp"))
+        n = len(fake.commands)
+        os.chown(fake.path, 65534, 65534)
+        r = T.run_tool(["stats", "--json", fake.path], DEADLINE)
+        e = ((r.json() or {}).get("vms") or [{}])[0]
+        tap.ok(r.rc == 1 and e.get("status") == "error" and
+               "uid 65534" in (e.get("error") or "") and
+               len(fake.commands) == n,
+               "a socket owned by another user is refused, never connected",
+               "%s\ncommands %s" % (r.describe(), fake.commands[n:]))
+    finally:
+        fake.close()
+
+
 def check_system_allocator(tap, lab):
     """A QEMU whose allocator is "system": no statistics, no release."""
     d = lab.path("system")
@@ -790,6 +842,35 @@ def check_auto(tap, lab, by):
            "auto --rate 1: one of two due VMs released within the minute, "
            "the other waits and the log says why",
            "manual deltas %s\n%s" % (dd, text))
+
+    # -- a release slower than --interval: the looks in between queue
+    # neither the VM being released nor the one waiting behind it again
+    os.mkdir(lab.path("slow"))
+    slow = [T.ReleasableProxy(lab.path("slow", "102.qmp"), by["102"].sock,
+                              512 << 20, delay=4),
+            T.ReleasableProxy(lab.path("slow", "103.qmp"), by["103"].sock,
+                              512 << 20)]
+    log = open(lab.path("auto-slow.log"), "w+")
+    p = lab.spawn([T.TOOL, "--timeout", "1500", "auto", "--threshold",
+                   "256M", "--hold", "0", "--interval", "1",
+                   "--min-interval", "60", "--rate", "100"]
+                  + [x.path for x in slow], stdout=log, stderr=log)
+    T.wait_for(lambda: slow[1].releases >= 1, 30, 0.5)
+    time.sleep(4)     # four more looks: time for a second release, if any
+    got = [x.releases for x in slow]
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except Exception:
+        p.kill()
+    for x in slow:
+        x.close()
+    log.seek(0)
+    text = log.read()
+    tap.ok(got == [1, 1],
+           "auto, a release (4 s) slower than --interval (1 s): each of two "
+           "due VMs released exactly once (--min-interval 60)",
+           "releases through the proxies %s\n%s" % (got, text))
 
 
 if __name__ == "__main__":

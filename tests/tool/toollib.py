@@ -371,12 +371,15 @@ class ReleasableProxy:
     (and at least as much free).  A real QEMU returns what a workload
     frees by itself within a second or so, so this is how a test puts a
     VM above the tool's thresholds; the releases stay real, counted by
-    the QEMU.  Counts the x-release-free-memory commands it forwards."""
+    the QEMU.  Counts the x-release-free-memory commands it forwards;
+    with `delay`, holds each that long first (a release that takes long,
+    the QMP socket busy all the while, as with a large heap)."""
 
-    def __init__(self, path, upstream, releasable):
+    def __init__(self, path, upstream, releasable, delay=0):
         self.path = path
         self.upstream = upstream
         self.releasable = releasable
+        self.delay = delay
         self.releases = 0
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -458,6 +461,7 @@ class ReleasableProxy:
                 if name == "x-release-free-memory":
                     with self._lock:
                         self.releases += 1
+                    time.sleep(self.delay)
                 up.sendall(line)
         except OSError:
             pass

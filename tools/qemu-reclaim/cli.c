@@ -19,32 +19,82 @@ GPtrArray *cli_pass_targets(CliCommon *common)
 
     if (!targets) {
         /* A host without VMs is not a failure of the daemon */
-        if (common->verbose) {
-            cli_log("%s", err->message);
-        }
+        g_debug("%s", err->message);
         targets = g_ptr_array_new();
     }
     return targets;
 }
 
-void cli_log(const char *fmt, ...)
+char *cli_sanitize(const char *text)
 {
-    g_autofree char *text = NULL;
-    va_list ap;
+    g_autofree char *valid = g_utf8_make_valid(text, -1);
+    GString *out = g_string_sized_new(strlen(valid));
+    const char *p;
 
-    va_start(ap, fmt);
-    text = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    if (g_getenv("JOURNAL_STREAM")) {
-        /* systemd's journal stamps every line itself */
-        fprintf(stderr, "%s\n", text);
-    } else {
-        g_autoptr(GDateTime) now = g_date_time_new_now_local();
-        g_autofree char *stamp = g_date_time_format(now, "%F %T");
+    for (p = valid; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
 
-        fprintf(stderr, "%s %s\n", stamp, text);
+        /* C0, DEL and C1: escapes, cursor moves, title changes... */
+        if (c < 0x20 || (c >= 0x7f && c < 0xa0)) {
+            g_string_append_printf(out, "\\x%02x", c);
+        } else {
+            g_string_append_len(out, p, g_utf8_next_char(p) - p);
+        }
     }
+    return g_string_free(out, FALSE);
+}
+
+static gboolean log_verbose;
+
+static GLogWriterOutput log_writer(GLogLevelFlags level,
+                                   const GLogField *fields, gsize n_fields,
+                                   gpointer data)
+{
+    g_autoptr(GDateTime) now = NULL;
+    g_autofree char *stamp = NULL;
+    g_autofree char *text = NULL;
+    const char *message = "";
+    gsize i;
+
+    if ((level & G_LOG_LEVEL_DEBUG) && !log_verbose) {
+        return G_LOG_WRITER_HANDLED;
+    }
+    for (i = 0; i < n_fields; i++) {
+        if (!strcmp(fields[i].key, "MESSAGE") && fields[i].length < 0) {
+            message = fields[i].value;
+        }
+    }
+    text = cli_sanitize(message);
+    if (g_log_writer_is_journald(fileno(stderr))) {
+        GLogField *copy = g_memdup2(fields, n_fields * sizeof(*fields));
+        GLogWriterOutput ret;
+
+        /* The journal stores the priority and the time itself */
+        for (i = 0; i < n_fields; i++) {
+            if (!strcmp(copy[i].key, "MESSAGE")) {
+                copy[i].value = text;
+                copy[i].length = -1;
+            }
+        }
+        ret = g_log_writer_journald(level, copy, n_fields, data);
+        g_free(copy);
+        if (ret == G_LOG_WRITER_HANDLED) {
+            return ret;
+        }
+    }
+    now = g_date_time_new_now_local();
+    stamp = g_date_time_format(now, "%F %T");
+    fprintf(stderr, "%s %s%s\n", stamp,
+            level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL |
+                     G_LOG_LEVEL_WARNING) ? "warning: " : "", text);
     fflush(stderr);
+    return G_LOG_WRITER_HANDLED;
+}
+
+void cli_log_init(gboolean verbose)
+{
+    log_verbose = verbose;
+    g_log_set_writer_func(log_writer, NULL, NULL);
 }
 
 struct CliTable {
@@ -80,9 +130,10 @@ void cli_table_add(CliTable *table, ...)
 
     va_start(ap, table);
     for (i = 0; i < table->header->len; i++) {
-        char *cell = va_arg(ap, char *);
+        g_autofree char *cell = va_arg(ap, char *);
 
-        g_ptr_array_add(row, cell ? cell : g_strdup("-"));
+        /* Cells may hold what a QEMU said: never raw to the terminal */
+        g_ptr_array_add(row, cell ? cli_sanitize(cell) : g_strdup("-"));
     }
     va_end(ap);
     g_ptr_array_add(table->rows, row);

@@ -51,8 +51,19 @@ GPtrArray *cli_targets(CliCommon *common, GError **error);
  */
 GPtrArray *cli_pass_targets(CliCommon *common);
 
-/* A line on stderr; prefixed with the time unless journald adds it. */
-void cli_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/*
+ * Logging: g_message() for what an operator follows (a release, a VM left
+ * alone), g_warning() for failures, g_debug() for what --verbose adds.
+ * Under systemd the records go to the journal with their priorities
+ * (notice, warning, debug); elsewhere a line on stderr, stamped with the
+ * time.  Text that came from a QEMU is shown with its control characters
+ * escaped: a peer must not drive the operator's terminal.
+ */
+void cli_log_init(gboolean verbose);
+#define cli_log(...) g_message(__VA_ARGS__)
+
+/* @text with control characters as \xNN and invalid UTF-8 replaced. */
+char *cli_sanitize(const char *text);
 
 /* ---- tables ---------------------------------------------------------- */
 

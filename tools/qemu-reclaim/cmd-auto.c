@@ -88,25 +88,98 @@ static gboolean check(CliCommon *common, GError **error)
     return TRUE;
 }
 
-/* What the daemon remembers of one VM between looks. */
+/*
+ * What the daemon remembers of one QEMU process between looks.  It is
+ * keyed by the VM's name and the process behind its socket: a VM whose
+ * QEMU was restarted is a new process with a fresh heap, and inherits
+ * neither the old one's --hold timer nor its --min-interval.
+ */
 typedef struct {
+    char *name;
     gint64 above_since;     /* 0: below the threshold at the last look */
     gint64 last_release;    /* 0: never */
     gboolean seen;          /* in the last pass: VMs that left are dropped */
     gboolean told_left;     /* logged why the VM is left alone */
+    gboolean queued;        /* waiting in Daemon.queue */
 } VmMemory;
+
+/* A VM waiting for its release. */
+typedef struct {
+    char *key;
+    VmTarget *target;
+} Due;
 
 typedef struct {
     CliCommon *common;
     GMainLoop *loop;
-    GHashTable *vms;        /* name -> VmMemory */
+    GHashTable *vms;        /* key -> VmMemory */
     GQueue recent;          /* monotonic times of releases, last minute */
-    GQueue queue;           /* VmTarget to release, in order */
+    GQueue queue;           /* Due, in order */
+    char *releasing;        /* the key of the VM being released, or NULL */
     gboolean pass_running;
-    gboolean releasing;
     gboolean stopping;
     guint timer;
 } Daemon;
+
+static void vm_memory_free(VmMemory *m)
+{
+    g_free(m->name);
+    g_free(m);
+}
+
+/*
+ * A VM that could not be asked this time (its socket busy with a release,
+ * its QEMU restarting) keeps what is known of its processes, but its
+ * --hold starts again.
+ */
+static void keep_vm(Daemon *d, const char *name)
+{
+    GHashTableIter iter;
+    VmMemory *m;
+
+    g_hash_table_iter_init(&iter, d->vms);
+    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&m)) {
+        if (g_str_equal(m->name, name)) {
+            m->seen = TRUE;
+            m->above_since = 0;
+        }
+    }
+}
+
+static void due_free(Due *due)
+{
+    g_free(due->key);
+    vm_target_free(due->target);
+    g_free(due);
+}
+
+/*
+ * "NAME pid PID since TICKS": the start time tells a process from a later
+ * one that got the same pid.  Without a peer (TCP) only the name is known.
+ */
+static char *key_of(VmVisit *v)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *stat = NULL;
+    const char *p;
+    int field;
+
+    if (v->pid <= 0) {
+        return g_strdup(v->name);
+    }
+    path = g_strdup_printf("/proc/%d/stat", (int)v->pid);
+    if (!g_file_get_contents(path, &stat, NULL, NULL) ||
+        !(p = strrchr(stat, ')'))) {
+        return g_strdup_printf("%s pid %d", v->name, (int)v->pid);
+    }
+    /* After "pid (comm)", starttime is the 20th field */
+    for (field = 2; field < 22 && p; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    return g_strdup_printf("%s pid %d since %" G_GUINT64_FORMAT, v->name,
+                           (int)v->pid, p ? g_ascii_strtoull(p, NULL, 10) :
+                           0);
+}
 
 static void release_next(Daemon *d);
 
@@ -133,7 +206,7 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonNode) ret = qmp_client_execute_finish(QMP_CLIENT(source),
                                                         res, &err);
-    VmMemory *m = g_hash_table_lookup(d->vms, visit->name);
+    VmMemory *m = g_hash_table_lookup(d->vms, d->releasing);
 
     if (m) {
         /* Failed or not, wait the full interval before the next try */
@@ -141,7 +214,7 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
         m->above_since = 0;
     }
     if (!ret || !JSON_NODE_HOLDS_OBJECT(ret)) {
-        cli_log("%s: release failed: %s", visit->name,
+        g_warning("%s: release failed: %s", visit->name,
                 err ? err->message : "no figures in the answer");
     } else {
         /* The answer is the AllocatorRelease; glibc does not count */
@@ -165,7 +238,7 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
                 rss ? rss : "");
     }
     vm_visit_free(visit);
-    d->releasing = FALSE;
+    g_clear_pointer(&d->releasing, g_free);
     release_next(d);
 }
 
@@ -174,10 +247,10 @@ static void on_release_visit(VmVisit *visit, gpointer data)
     Daemon *d = data;
 
     if (visit->status != VM_STATUS_OK) {
-        cli_log("%s: cannot release: %s", visit->name,
+        g_warning("%s: cannot release: %s", visit->name,
                 visit->error ? visit->error : "unpatched");
         vm_visit_free(visit);
-        d->releasing = FALSE;
+        g_clear_pointer(&d->releasing, g_free);
         release_next(d);
         return;
     }
@@ -200,34 +273,55 @@ static gboolean rate_allows(Daemon *d)
     return g_queue_get_length(&d->recent) < rate_per_min;
 }
 
+/* Whether the VM may be released now: it is still there and its
+ * --min-interval has passed (the queue may have waited on slow releases). */
+static gboolean still_due(Daemon *d, const char *key)
+{
+    VmMemory *m = g_hash_table_lookup(d->vms, key);
+
+    if (m) {
+        m->queued = FALSE;
+    }
+    return m && !(m->last_release &&
+                  g_get_monotonic_time() - m->last_release < min_interval_us);
+}
+
 static void release_next(Daemon *d)
 {
-    VmTarget *t;
+    Due *due;
     gint64 *stamp;
 
     if (d->releasing || d->stopping) {
         maybe_quit(d);
         return;
     }
-    if (g_queue_is_empty(&d->queue)) {
+    while ((due = g_queue_peek_head(&d->queue)) &&
+           !still_due(d, due->key)) {
+        due_free(g_queue_pop_head(&d->queue));
+    }
+    if (!due) {
         return;
     }
     if (!rate_allows(d)) {
+        guint n = g_queue_get_length(&d->queue);
+
         /* The rest waits for the next look; nothing is lost */
         cli_log("host-wide limit reached (--rate %u per minute); %u VM%s "
-                "wait%s", rate_per_min, g_queue_get_length(&d->queue),
-                g_queue_get_length(&d->queue) == 1 ? "" : "s",
-                g_queue_get_length(&d->queue) == 1 ? "s" : "");
-        g_queue_clear_full(&d->queue, (GDestroyNotify)vm_target_free);
+                "wait%s", rate_per_min, n, n == 1 ? "" : "s",
+                n == 1 ? "s" : "");
+        while ((due = g_queue_pop_head(&d->queue))) {
+            still_due(d, due->key);
+            due_free(due);
+        }
         return;
     }
-    t = g_queue_pop_head(&d->queue);
+    due = g_queue_pop_head(&d->queue);
     stamp = g_new(gint64, 1);
     *stamp = g_get_monotonic_time();
     g_queue_push_tail(&d->recent, stamp);
-    d->releasing = TRUE;
-    vm_visit_start(t, d->common->timeout_ms, on_release_visit, d);
-    vm_target_free(t);
+    d->releasing = g_steal_pointer(&due->key);
+    vm_visit_start(due->target, d->common->timeout_ms, on_release_visit, d);
+    due_free(due);
 }
 
 static void on_pass(GPtrArray *visits, gpointer data)
@@ -235,6 +329,7 @@ static void on_pass(GPtrArray *visits, gpointer data)
     Daemon *d = data;
     gint64 now = g_get_monotonic_time();
     GHashTableIter iter;
+    gpointer k;
     VmMemory *m;
     guint i;
 
@@ -245,13 +340,21 @@ static void on_pass(GPtrArray *visits, gpointer data)
     }
     for (i = 0; i < visits->len; i++) {
         VmVisit *v = visits->pdata[i];
+        g_autofree char *key = NULL;
         guint64 releasable = 0;
         const char *left = NULL;
 
-        m = g_hash_table_lookup(d->vms, v->name);
+        if (v->status == VM_STATUS_ERROR) {
+            g_debug("%s: %s", v->name, v->error);
+            keep_vm(d, v->name);
+            continue;
+        }
+        key = key_of(v);
+        m = g_hash_table_lookup(d->vms, key);
         if (!m) {
             m = g_new0(VmMemory, 1);
-            g_hash_table_insert(d->vms, g_strdup(v->name), m);
+            m->name = g_strdup(v->name);
+            g_hash_table_insert(d->vms, g_strdup(key), m);
         }
         m->seen = TRUE;
         if (v->status == VM_STATUS_OK && !vm_info_can_release(v->info)) {
@@ -268,9 +371,6 @@ static void on_pass(GPtrArray *visits, gpointer data)
             m->told_left = TRUE;
         }
         if (v->status != VM_STATUS_OK || left || releasable < threshold) {
-            if (d->common->verbose && v->status == VM_STATUS_ERROR) {
-                cli_log("%s: %s", v->name, v->error);
-            }
             m->above_since = 0;
             continue;
         }
@@ -281,18 +381,23 @@ static void on_pass(GPtrArray *visits, gpointer data)
             (m->last_release && now - m->last_release < min_interval_us)) {
             continue;
         }
-        if (!g_queue_find_custom(&d->queue, v->name,
-                                 (GCompareFunc)g_strcmp0)) {
+        /* Once in the queue, and not again while its release runs */
+        if (!m->queued && g_strcmp0(d->releasing, key)) {
             g_autofree char *size = units_format_size(releasable);
+            Due *due = g_new0(Due, 1);
 
             cli_log("%s: %s releasable, releasing", v->name, size);
-            g_queue_push_tail(&d->queue, target_of(v));
+            due->key = g_steal_pointer(&key);
+            due->target = target_of(v);
+            g_queue_push_tail(&d->queue, due);
+            m->queued = TRUE;
         }
     }
-    /* VMs that are gone are forgotten */
+    /* Processes that are gone are forgotten; a queued one is dropped
+     * when its turn comes */
     g_hash_table_iter_init(&iter, d->vms);
-    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&m)) {
-        if (!m->seen) {
+    while (g_hash_table_iter_next(&iter, &k, (gpointer *)&m)) {
+        if (!m->seen && g_strcmp0(d->releasing, k)) {
             g_hash_table_iter_remove(&iter);
         }
     }
@@ -333,7 +438,8 @@ static int run(CliCommon *common)
     g_autofree char *size = units_format_size(threshold);
 
     d.loop = g_main_loop_new(NULL, FALSE);
-    d.vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    d.vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                  (GDestroyNotify)vm_memory_free);
     g_queue_init(&d.recent);
     g_queue_init(&d.queue);
     cli_log("releasing on VMs with %s releasable for %" G_GINT64_FORMAT
@@ -348,8 +454,9 @@ static int run(CliCommon *common)
 
     g_source_remove(d.timer);
     g_queue_clear_full(&d.recent, g_free);
-    g_queue_clear_full(&d.queue, (GDestroyNotify)vm_target_free);
+    g_queue_clear_full(&d.queue, (GDestroyNotify)due_free);
     g_hash_table_destroy(d.vms);
+    g_free(d.releasing);
     g_main_loop_unref(d.loop);
     cli_log("stopped");
     return EXIT_OK;

@@ -188,13 +188,18 @@ int main(int argc, char **argv)
         }
         const char *word = first_word(argc, argv);
 
-        if (word) {
+        if (argc <= 1) {
+            usage(stderr);
+        } else if (word) {
+            g_autofree char *w = cli_sanitize(word);
+
             g_printerr("qemu-reclaim: '%s' is not a command "
-                       "(stats, release, export, auto)\n", word);
+                       "(stats, release, export, auto)\n"
+                       "(see qemu-reclaim --help)\n", w);
         } else {
-            g_printerr("qemu-reclaim: no command given\n");
+            g_printerr("qemu-reclaim: no command given\n"
+                       "(see qemu-reclaim --help)\n");
         }
-        usage(stderr);
         return EXIT_USAGE;
     }
 
@@ -223,6 +228,7 @@ int main(int argc, char **argv)
         printf("qemu-reclaim %s\n", QR_VERSION);
         return EXIT_OK;
     }
+    cli_log_init(common.verbose);
     n = g_strv_length(args);
     common.targets = args + 1;
     if (n > 1 && !strcmp(args[1], "--")) {

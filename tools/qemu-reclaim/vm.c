@@ -3,6 +3,8 @@
  * One visit to one VM, and many visits a few at a time (see vm.h).
  */
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vm.h"
 
@@ -258,6 +260,42 @@ static void on_connected(GObject *source, GAsyncResult *res, gpointer data)
                              remaining_ms(visit), NULL, on_queried, visit);
 }
 
+/*
+ * Why a Unix socket is not talked to, or NULL.  The tool often runs as
+ * root: a socket that another user made (or a link that another user can
+ * point anywhere) could feed it figures, or collect its releases, in a
+ * VM's name.  QEMU's sockets belong to the user QEMU runs as, the tool's.
+ */
+static char *refused(const char *address)
+{
+    struct stat st;
+
+    if (g_str_has_prefix(address, "tcp:")) {
+        return NULL;
+    }
+    if (g_str_has_prefix(address, "unix:")) {
+        address += 5;
+    }
+    if (lstat(address, &st) < 0) {
+        return NULL;    /* connecting says what is wrong */
+    }
+    if (S_ISLNK(st.st_mode)) {
+        return g_strdup("refused: a symbolic link, not QEMU's socket");
+    }
+    if (st.st_uid != geteuid()) {
+        return g_strdup_printf("refused: the socket belongs to uid %u, "
+                               "not to this user (uid %u)",
+                               (unsigned)st.st_uid, (unsigned)geteuid());
+    }
+    return NULL;
+}
+
+static gboolean finish_refused(gpointer data)
+{
+    visit_finish(data);
+    return G_SOURCE_REMOVE;
+}
+
 void vm_visit_start(const VmTarget *target, guint timeout_ms,
                      VmVisitFunc done, gpointer user_data)
 {
@@ -270,6 +308,12 @@ void vm_visit_start(const VmTarget *target, guint timeout_ms,
     visit->done_data = user_data;
     visit->started_us = g_get_monotonic_time();
     visit->status = VM_STATUS_ERROR;
+    visit->error = refused(target->address);
+    if (visit->error) {
+        /* Called back from the main loop, as after a failed connect */
+        g_idle_add(finish_refused, visit);
+        return;
+    }
     visit->client = qmp_client_new(target->address);
     qmp_client_connect_async(visit->client, timeout_ms, NULL, on_connected,
                              visit);
