@@ -872,6 +872,53 @@ def check_auto(tap, lab, by):
            "due VMs released exactly once (--min-interval 60)",
            "releases through the proxies %s\n%s" % (got, text))
 
+    # -- a new process behind a VM's socket starts fresh: its --min-interval
+    # is not the old process's.  The socket's peer is a proxy in a process
+    # of its own, restarted in between (the QEMU behind it stays, so its
+    # counter shows both releases).
+    os.mkdir(lab.path("restart"))
+    path = lab.path("restart", "102.qmp")
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def proxy_process():
+        return lab.spawn([sys.executable, "-c",
+                          "import signal, sys; sys.path.insert(0, %r); "
+                          "import toollib; toollib.ReleasableProxy(%r, %r, "
+                          "512 << 20); signal.pause()"
+                          % (here, path, by["102"].sock)])
+
+    def released():
+        return by["102"].info()["manual-releases"] - b0
+
+    b0 = by["102"].info()["manual-releases"]
+    first = proxy_process()
+    T.wait_for(lambda: os.path.exists(path), 10)
+    log = open(lab.path("auto-restart.log"), "w+")
+    p = lab.spawn([T.TOOL, "auto", "--threshold", "256M", "--hold", "0",
+                   "--interval", "1", "--min-interval", "600", path],
+                  stdout=log, stderr=log)
+    once = T.wait_for(lambda: released() >= 1, 30, 0.5)
+    first.kill()
+    first.wait()
+    os.unlink(path)
+    second = proxy_process()
+    twice = T.wait_for(lambda: released() >= 2, 30, 0.5)
+    time.sleep(3)     # and no third
+    n = released()
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except Exception:
+        p.kill()
+    second.kill()
+    second.wait()
+    log.seek(0)
+    text = log.read()
+    tap.ok(once and twice and n == 2,
+           "auto --min-interval 600: released once, and once more when a new "
+           "process answers on the VM's socket (a restarted QEMU starts "
+           "fresh)", "releases counted by the QEMU: %d\n%s" % (n, text))
+
 
 if __name__ == "__main__":
     sys.exit(main())
