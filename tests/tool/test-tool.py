@@ -685,6 +685,23 @@ def check_hostile_peers(tap, lab):
                "characters escaped (stats, release; JSON escapes them)",
                "%s\n%s" % (raw, outs[0][1].describe()))
 
+        huge = T.FakeQEMU(os.path.join(d, "109.qmp"),
+                          {"backend": "jemalloc", "manual-releases": 0,
+                           "automatic-releases": 0,
+                           "stats": {"allocated": 1e20, "free": 1e19,
+                                     "releasable": 1e300}})
+        try:
+            r = T.run_tool(["stats", "--json", huge.path], DEADLINE)
+        finally:
+            huge.close()
+        e = ((r.json() or {}).get("vms") or [{}])[0]
+        figs = [e.get(k) for k in ("allocated", "held", "free", "releasable")]
+        tap.ok(r.rc == 0 and all(isinstance(f, (int, float)) and
+                                 f == 2 ** 63 - 1 for f in figs),
+               "figures beyond 2^63 from a peer: clamped to 2^63 - 1 in "
+               "JSON, never wrapped or printed negative", r.describe())
+        os.unlink(huge.path)
+
         n = len(fake.commands)
         os.symlink(fake.path, os.path.join(d, "108.qmp"))
         r = T.run_tool(["stats", "--json", d], DEADLINE)

@@ -190,12 +190,9 @@ void cli_table_free(CliTable *table)
 void cli_json_u64(JsonBuilder *builder, const char *name, guint64 value)
 {
     json_builder_set_member_name(builder, name);
-    if (value > G_MAXINT64) {
-        /* JSON has no 64-bit limit, json-glib's integers have one */
-        json_builder_add_double_value(builder, (double)value);
-    } else {
-        json_builder_add_int_value(builder, (gint64)value);
-    }
+    /* json-glib's integers are signed (and its doubles print as "1e+19.0",
+     * not JSON): a larger figure, which no QEMU has, is shown clamped */
+    json_builder_add_int_value(builder, (gint64)MIN(value, G_MAXINT64));
 }
 
 void cli_json_str(JsonBuilder *builder, const char *name, const char *value)

@@ -118,7 +118,8 @@ gboolean vm_info_held(JsonObject *info, guint64 *held)
         *held = 0;
         return FALSE;
     }
-    *held = allocated + free;
+    /* Saturated: a peer's figures may be anything */
+    *held = allocated + free >= allocated ? allocated + free : G_MAXUINT64;
     return TRUE;
 }
 
