@@ -7,7 +7,8 @@
  * allocator: a release takes up to tens of milliseconds, and with glibc
  * reading the statistics walks the whole heap.  Both run in the thread
  * pool instead; "info allocator" shows the statistics read last, and
- * starts reading new ones when they are more than a second old.
+ * starts reading new ones when they are more than a second old or a
+ * release ran since.
  */
 
 #include "qemu/osdep.h"
@@ -26,6 +27,7 @@ static bool stats_reading;
 static bool has_stats;
 static QemuAllocatorStats stats;
 static int64_t stats_time_ms;
+static bool stats_stale;
 static bool release_busy;
 
 typedef struct StatsWork {
@@ -49,6 +51,7 @@ static void stats_done(void *opaque, int ret)
     stats = w->stats;
     stats_time_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
     stats_reading = false;
+    stats_stale = false;
 }
 
 static void refresh_stats(void)
@@ -80,7 +83,8 @@ void hmp_info_allocator(Monitor *mon, const QDict *qdict)
         monitor_printf(mon, "statistics: none\n");
     } else {
         monitor_printf(mon, "statistics, read %" PRId64 ".%03" PRId64
-                       " s ago:\n", age / 1000, age % 1000);
+                       " s ago%s:\n", age / 1000, age % 1000,
+                       stats_stale ? ", before the last release" : "");
         print_size(mon, "allocated:", stats.allocated);
         print_size(mon, "free:", stats.free);
         if (stats.has_releasable) {
@@ -90,7 +94,7 @@ void hmp_info_allocator(Monitor *mon, const QDict *qdict)
             print_size(mon, "returned:", stats.returned);
         }
     }
-    if (!stats_time_ms || age > STATS_MAX_AGE_MS) {
+    if (!stats_time_ms || stats_stale || age > STATS_MAX_AGE_MS) {
         refresh_stats();
     }
 
@@ -128,8 +132,9 @@ static int release_work(void *opaque)
 
 static void release_done(void *opaque, int ret)
 {
+    /* Read again only when asked: with glibc, a read walks the heap */
     release_busy = false;
-    refresh_stats();
+    stats_stale = true;
 }
 
 void hmp_release_free_memory(Monitor *mon, const QDict *qdict)
