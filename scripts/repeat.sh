@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Repeatability, measured: run the project's unit test and qtest N times
+# in every variant, with one CPU hog per core running beside them (a busy
+# host: a race that needs a slow thread shows up here), and count every
+# case of every round.
+#   scripts/repeat.sh N [VARIANT...]
+# Builds incrementally first, like the test command.  Ends with one line
+# "repeat: N rounds x VARIANTS: P passed, F failed" and exits non-zero if
+# anything failed.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib-tap.sh"
+
+[ $# -ge 1 ] && [[ $1 =~ ^[1-9][0-9]*$ ]] ||
+    die "usage: scripts/repeat.sh N [VARIANT...] (N: rounds, at least 1)"
+rounds=$1
+shift
+if [ $# -gt 0 ]; then
+    variants=("$@")
+else
+    read -r -a variants <<<"${QR_VARIANTS:-$QR_VARIANTS_ALL}"
+fi
+LOGS=$QR_WORK/repeat-logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
+hogs=()
+stop_hogs() {
+    [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null || true
+    hogs=()
+}
+trap stop_hogs EXIT
+
+main() {
+    local v b r t start=$SECONDS
+    "$QR_TOP/scripts/deps.sh"
+    "$QR_TOP/scripts/tree.sh"
+    "$QR_TOP/scripts/build.sh" "${variants[@]}"
+
+    step "CPU hogs: $(nproc), one per core"
+    for _ in $(seq "$(nproc)"); do
+        "$QR_PYTHON" -c 'while True: pass' &
+        hogs+=($!)
+    done
+    for ((r = 1; r <= rounds; r++)); do
+        step "Round $r of $rounds"
+        for v in "${variants[@]}"; do
+            b=$QR_WORK/build-$v
+            export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+            export ASAN_OPTIONS=detect_leaks=1
+            run_tap "round-$r/$v/test-allocator" "$b/tests/unit/test-allocator"
+            export ASAN_OPTIONS=detect_leaks=0
+            if [ "$v" = i386 ]; then
+                export QTEST_QEMU_BINARY=$b/qemu-system-i386
+            else
+                export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
+            fi
+            export QTEST_QEMU_IMG=$b/qemu-img
+            for t in allocator-test; do
+                run_tap "round-$r/$v/$t" "$b/tests/qtest/$t"
+            done
+        done
+    done
+    stop_hogs
+
+    if [ ${#failures[@]} -gt 0 ]; then
+        info "failed: ${failures[*]}"
+    fi
+    for s in "${skips[@]+"${skips[@]}"}"; do
+        info "skipped: $s"
+    done
+    echo "repeat: $rounds rounds x ${variants[*]} in $((SECONDS - start)) s," \
+         "beside $(nproc) CPU hogs: $passed passed, $failed failed," \
+         "$skipped skipped"
+    [ "$failed" -eq 0 ]
+}
+
+main
