@@ -4,11 +4,12 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * HMP commands run in the main loop, which must not wait for the
- * allocator: a release takes up to tens of milliseconds, and with glibc
- * reading the statistics walks the whole heap.  Both run in the thread
- * pool instead; "info allocator" shows the statistics read last, and
- * starts reading new ones when they are more than a second old or a
- * release ran since.
+ * allocator.  "info allocator" prints what is cheap to know: the release
+ * counters and the last release, and the statistics where reading them
+ * is a few counter reads; with glibc, whose statistics walk the heap, it
+ * names the QMP command that reads them in a worker thread.
+ * "release_free_memory" starts a release in the thread pool and returns
+ * at once: a release takes up to tens of milliseconds.
  */
 
 #include "qemu/osdep.h"
@@ -20,49 +21,8 @@
 #include "qemu/cutils.h"
 #include "qemu/timer.h"
 
-#define STATS_MAX_AGE_MS 1000
-
-/* Main loop only */
-static bool stats_reading;
-static bool has_stats;
-static QemuAllocatorStats stats;
-static int64_t stats_time_ms;
-static bool stats_stale;
-static bool release_busy;
-
-typedef struct StatsWork {
-    bool has_stats;
-    QemuAllocatorStats stats;
-} StatsWork;
-
-static int stats_work(void *opaque)
-{
-    StatsWork *w = opaque;
-
-    w->has_stats = qemu_allocator_get_stats(&w->stats);
-    return 0;
-}
-
-static void stats_done(void *opaque, int ret)
-{
-    g_autofree StatsWork *w = opaque;
-
-    has_stats = w->has_stats;
-    stats = w->stats;
-    stats_time_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    stats_reading = false;
-    stats_stale = false;
-}
-
-static void refresh_stats(void)
-{
-    if (!stats_reading) {
-        StatsWork *w = g_new0(StatsWork, 1);
-
-        stats_reading = true;
-        thread_pool_submit_aio(stats_work, w, stats_done, w);
-    }
-}
+/* Main loop only: a release started here has not ended yet */
+static bool release_pending;
 
 static void print_size(Monitor *mon, const char *label, uint64_t bytes)
 {
@@ -71,37 +31,40 @@ static void print_size(Monitor *mon, const char *label, uint64_t bytes)
     monitor_printf(mon, "  %-12s %s\n", label, s);
 }
 
+static void print_stats(Monitor *mon)
+{
+    QemuAllocatorStats stats;
+
+    if (qemu_allocator_stats_walk_heap()) {
+        monitor_printf(mon, "statistics: not read here, reading them walks "
+                       "the heap; QMP x-query-allocator-stats has them\n");
+        return;
+    }
+    if (!qemu_allocator_get_stats(&stats)) {
+        monitor_printf(mon, "statistics: none\n");
+        return;
+    }
+    monitor_printf(mon, "statistics:\n");
+    print_size(mon, "allocated:", stats.allocated);
+    print_size(mon, "free:", stats.free);
+    if (stats.has_releasable) {
+        print_size(mon, "releasable:", stats.releasable);
+    }
+    if (stats.has_returned) {
+        print_size(mon, "returned:", stats.returned);
+    }
+}
+
 void hmp_info_allocator(Monitor *mon, const QDict *qdict)
 {
-    int64_t age = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) - stats_time_ms;
     QemuAllocatorCounters c;
 
     monitor_printf(mon, "allocator: %s\n", qemu_allocator_name());
-    if (!stats_time_ms) {
-        monitor_printf(mon, "statistics: being read, ask again\n");
-    } else if (!has_stats) {
-        monitor_printf(mon, "statistics: none\n");
-    } else {
-        monitor_printf(mon, "statistics, read %" PRId64 ".%03" PRId64
-                       " s ago%s:\n", age / 1000, age % 1000,
-                       stats_stale ? ", before the last release" : "");
-        print_size(mon, "allocated:", stats.allocated);
-        print_size(mon, "free:", stats.free);
-        if (stats.has_releasable) {
-            print_size(mon, "releasable:", stats.releasable);
-        }
-        if (stats.has_returned) {
-            print_size(mon, "returned:", stats.returned);
-        }
-    }
-    if (!stats_time_ms || stats_stale || age > STATS_MAX_AGE_MS) {
-        refresh_stats();
-    }
-
+    print_stats(mon);
     qemu_allocator_get_counters(&c);
     monitor_printf(mon, "releases: %" PRIu64 " manual, %" PRIu64
                    " automatic\n", c.manual, c.automatic);
-    if (c.running || release_busy) {
+    if (c.running || release_pending) {
         monitor_printf(mon, "a release is running\n");
     }
     if (c.has_last) {
@@ -132,24 +95,25 @@ static int release_work(void *opaque)
 
 static void release_done(void *opaque, int ret)
 {
-    /* Read again only when asked: with glibc, a read walks the heap */
-    release_busy = false;
-    stats_stale = true;
+    release_pending = false;
 }
 
 void hmp_release_free_memory(Monitor *mon, const QDict *qdict)
 {
+    QemuAllocatorCounters c;
+
     if (!qemu_allocator_can_release()) {
         monitor_printf(mon, "The memory allocator of this build (%s) cannot "
                        "return free memory to the OS\n",
                        qemu_allocator_name());
         return;
     }
-    if (release_busy) {
+    qemu_allocator_get_counters(&c);
+    if (release_pending || c.running) {
         monitor_printf(mon, "A release is already running\n");
         return;
     }
-    release_busy = true;
+    release_pending = true;
     thread_pool_submit_aio(release_work, NULL, release_done, NULL);
     monitor_printf(mon, "Returning free memory to the OS in the background; "
                    "'info allocator' shows the result\n");

@@ -10,7 +10,7 @@
 #include "qapi/qapi-events-allocator.h"
 #include "qemu/allocator.h"
 #include "qemu/main-loop.h"
-#include "qemu/module.h"
+#include "qemu/lockable.h"
 #include "block/aio.h"
 #include "block/thread-pool.h"
 
@@ -101,28 +101,54 @@ AllocatorRelease *coroutine_fn qmp_x_release_free_memory(Error **errp)
     return release_to_qapi(&w.result);
 }
 
-/* Releases run in worker threads; events are sent from the main loop */
-static void release_event_bh(void *opaque)
-{
-    g_autofree QemuAllocatorRelease *r = opaque;
-    g_autoptr(AllocatorRelease) ev = release_to_qapi(r);
+/*
+ * Releases run in worker threads and are notified in the order they ran;
+ * events are sent from the main loop in that order.  One BH drains a
+ * queue: one-shot BHs scheduled before the main loop polls would run last
+ * in, first out.
+ */
+static QemuMutex events_lock;
+static GQueue events = G_QUEUE_INIT;
+static QEMUBH *events_bh;
 
-    qapi_event_send_allocator_memory_released(ev);
+static void release_events_bh(void *opaque)
+{
+    QemuAllocatorRelease *r;
+    AllocatorRelease *ev;
+
+    for (;;) {
+        WITH_QEMU_LOCK_GUARD(&events_lock) {
+            r = g_queue_pop_head(&events);
+        }
+        if (!r) {
+            return;
+        }
+        ev = release_to_qapi(r);
+        qapi_event_send_allocator_memory_released(ev);
+        qapi_free_AllocatorRelease(ev);
+        g_free(r);
+    }
 }
 
 static void on_release(Notifier *notifier, void *data)
 {
-    QemuAllocatorRelease *copy = g_memdup2(data, sizeof(*copy));
-
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), release_event_bh, copy);
+    WITH_QEMU_LOCK_GUARD(&events_lock) {
+        g_queue_push_tail(&events,
+                          g_memdup2(data, sizeof(QemuAllocatorRelease)));
+        /* Not at startup: the main loop's AioContext does not exist yet */
+        if (!events_bh) {
+            events_bh = aio_bh_new(qemu_get_aio_context(),
+                                   release_events_bh, NULL);
+        }
+    }
+    qemu_bh_schedule(events_bh);
 }
 
 static Notifier release_notifier = { .notify = on_release };
 
 /* Before anything can release: automatic releases have events too */
-static void allocator_qmp_init(void)
+static void __attribute__((__constructor__)) allocator_qmp_init(void)
 {
+    qemu_mutex_init(&events_lock);
     qemu_allocator_add_release_notifier(&release_notifier);
 }
-
-module_init(allocator_qmp_init, MODULE_INIT_QOM);

@@ -3,11 +3,19 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * A backup leaves up to gigabytes of bounce buffers cached in the
- * allocator.  Once it is over, QEMU returns them by itself: requests are
+ * A backup job copies through block-copy, which keeps up to
+ * BLOCK_COPY_MAX_MEM (128 MiB) of bounce buffers in flight per job.  When
+ * the job ends they are freed, and the allocator keeps them, with the
+ * job's other allocations.  QEMU returns them by itself rather than
+ * leaving it to management, which would have to watch every job of every
+ * VM and send a command for each: QEMU knows when a job's buffers are
+ * freed, and can serve several jobs with one release.  Requests are
  * collected for a moment, so that the jobs of a transaction, or jobs that
  * end close together, lead to one release, which then runs in a worker
- * thread, away from the main loop and the big QEMU lock.
+ * thread, without the big QEMU lock.
+ *
+ * The request comes from the backup job's .clean: the copy-before-write
+ * filter used alone (fleecing, pull-mode backup) does not make one.
  */
 
 #include "qemu/osdep.h"

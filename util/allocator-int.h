@@ -17,6 +17,8 @@ typedef struct AllocatorBackendOps {
      * false, or NULL: the allocator has no statistics.
      */
     bool (*get_stats)(QemuAllocatorStats *stats);
+    /* get_stats walks the heap: too slow for the main loop */
+    bool stats_walk_heap;
     /*
      * Return free memory to the OS; never called twice at once.  Returns
      * false if it cannot tell how much it returned, else sets @returned.
@@ -24,8 +26,8 @@ typedef struct AllocatorBackendOps {
      */
     bool (*release)(uint64_t *returned);
     /*
-     * The RCU thread's idle-time release; never called at the same time
-     * as release.  NULL: nothing to do.
+     * The RCU thread's idle-time release; may run at the same time as
+     * release.  NULL: nothing to do.
      */
     void (*idle)(void);
 } AllocatorBackendOps;

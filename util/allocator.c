@@ -9,7 +9,6 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qemu/atomic.h"
 #include "qemu/lockable.h"
 #include "qemu/thread.h"
 #include "qemu/timer.h"
@@ -24,32 +23,10 @@ static QemuAllocatorCounters counters;
 static NotifierList release_notifiers =
     NOTIFIER_LIST_INITIALIZER(release_notifiers);
 
-/* Set once the locks are initialized */
-static bool allocator_ready;
-
-static void allocator_init_locks(void)
+static void __attribute__((__constructor__)) allocator_init(void)
 {
     qemu_mutex_init(&release_lock);
     qemu_mutex_init(&counters_lock);
-}
-
-/*
- * A forked child has only the thread that forked: a release that ran in
- * another thread is gone, and the locks it held would never be released.
- * util/rcu.c's fork handler calls this before it starts the child's RCU
- * thread, which can release; there is no prepare handler, so that a fork
- * never waits for a release to end.
- */
-void qemu_allocator_atfork_child(void)
-{
-    allocator_init_locks();
-    counters.running = false;
-}
-
-static void __attribute__((__constructor__)) allocator_init(void)
-{
-    allocator_init_locks();
-    qatomic_store_release(&allocator_ready, true);
 }
 
 uint64_t qemu_process_rss(void)
@@ -87,6 +64,11 @@ bool qemu_allocator_get_stats(QemuAllocatorStats *stats)
         return false;
     }
     return allocator_backend.get_stats(stats);
+}
+
+bool qemu_allocator_stats_walk_heap(void)
+{
+    return allocator_backend.stats_walk_heap;
 }
 
 void qemu_allocator_get_counters(QemuAllocatorCounters *c)
@@ -130,27 +112,26 @@ bool qemu_allocator_release(QemuAllocatorTrigger trigger,
         counters.has_last = true;
         counters.last = *result;
     }
-    qemu_mutex_unlock(&release_lock);
-
-    /* Notifiers are added at startup only: no lock needed to walk them */
+    /*
+     * Still under release_lock, so that notifiers see the releases in the
+     * order they ran.  Notifiers are added at startup only: no lock is
+     * needed to walk them.
+     */
     notifier_list_notify(&release_notifiers, result);
+    qemu_mutex_unlock(&release_lock);
     return true;
 }
 
 void qemu_allocator_idle(void)
 {
     /*
-     * The RCU thread is started by a constructor too, and the order of
-     * constructors is not defined: it may get here before allocator_init().
+     * No lock: the backends' idle work may run beside a release (glibc's
+     * malloc_trim() and jemalloc's mallctl() lock what they touch), and
+     * the RCU thread, which calls this, must never wait for one.  This
+     * also needs nothing that a constructor initializes: the RCU thread is
+     * started by a constructor too, in an undefined order.
      */
-    if (!qatomic_load_acquire(&allocator_ready) || !allocator_backend.idle) {
-        return;
+    if (allocator_backend.idle) {
+        allocator_backend.idle();
     }
-    /*
-     * Wait for a running release rather than skip: memory freed while it
-     * ran would stay cached until the RCU thread next becomes idle.
-     */
-    qemu_mutex_lock(&release_lock);
-    allocator_backend.idle();
-    qemu_mutex_unlock(&release_lock);
 }

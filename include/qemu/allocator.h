@@ -16,7 +16,8 @@
 #include "qemu/notify.h"
 
 /*
- * Statistics in bytes, with the same meaning for every allocator:
+ * Statistics in bytes, with the same meaning for every allocator that has
+ * them, but for glibc's @free:
  *
  * @allocated:  in use by the program
  * @free:       held by the allocator but not in use (caches, free lists,
@@ -83,8 +84,8 @@ typedef struct QemuAllocatorCounters {
  * qemu_allocator_name:
  *
  * Returns: the allocator of this build: "glibc", "tcmalloc", "jemalloc",
- * or "system" for a C library allocator with neither statistics nor a
- * way to return memory.
+ * or "system" for one QEMU has no backend for (no glibc, no malloc_trim,
+ * or a sanitizer's malloc): neither statistics nor a way to return memory.
  */
 const char *qemu_allocator_name(void);
 
@@ -106,6 +107,15 @@ bool qemu_allocator_can_release(void);
  * Returns: false if the allocator has no statistics.
  */
 bool qemu_allocator_get_stats(QemuAllocatorStats *stats);
+
+/**
+ * qemu_allocator_stats_walk_heap:
+ *
+ * Returns: true if qemu_allocator_get_stats() walks the heap (glibc), false
+ * if it reads a few counters (tcmalloc, jemalloc) and may be called from
+ * the main loop.
+ */
+bool qemu_allocator_stats_walk_heap(void);
 
 /**
  * qemu_allocator_release:
@@ -136,19 +146,12 @@ void qemu_allocator_release_soon(void);
  * qemu_allocator_idle:
  *
  * Called by the RCU thread whenever it runs out of callbacks.  With glibc,
- * malloc_trim() keeping 4 MiB, as the RCU thread always did; nothing with
- * other allocators, which return memory by their own rules.  Waits for a
- * release that runs in another thread.
+ * malloc_trim() keeping 4 MiB, as the RCU thread always did; with jemalloc,
+ * its decay, which an idle process otherwise never applies; nothing with
+ * tcmalloc, whose own release rate applies.  Never waits for a release
+ * that runs in another thread.
  */
 void qemu_allocator_idle(void);
-
-/**
- * qemu_allocator_atfork_child:
- *
- * For util/rcu.c's fork handler, in the child, before it starts the
- * child's RCU thread.
- */
-void qemu_allocator_atfork_child(void);
 
 /**
  * qemu_allocator_get_counters:
@@ -159,9 +162,12 @@ void qemu_allocator_get_counters(QemuAllocatorCounters *counters);
 /**
  * qemu_allocator_add_release_notifier:
  * @notifier: called with a const QemuAllocatorRelease * after each
- *            release (not idle-time ones), in the thread that ran it
+ *            release (not idle-time ones), in the thread that ran it,
+ *            in the order the releases ran
  *
- * Add notifiers before anything can release, e.g. from module init.
+ * A notifier runs before the next release can start: keep it short, and
+ * never release from it.  Add notifiers before anything can release, e.g.
+ * from module init.
  */
 void qemu_allocator_add_release_notifier(Notifier *notifier);
 
