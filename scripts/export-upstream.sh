@@ -8,6 +8,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-export.sh"
 
+# The version of the series on qemu-devel; the cover letter says what
+# changed since the one before
+SERIES_VERSION=2
+
 [ $# -eq 1 ] || die "usage: scripts/export-upstream.sh DIR"
 out=$1
 ident=$(export_identity)
@@ -20,6 +24,7 @@ mkdir -p "$out"
 GIT_COMMITTER_NAME="${ident% <*}" GIT_COMMITTER_EMAIL="$(sed 's/.*<\(.*\)>/\1/' <<<"$ident")" \
 GIT_COMMITTER_DATE="$date" \
     git -C "$QR_TREE" format-patch -q --cover-letter --numbered --zero-commit \
+        --subject-prefix="PATCH v$SERIES_VERSION" \
         --no-signature -o "$(realpath "$out")" "baseline..$head"
 "$QR_PYTHON" - "$out/0000-cover-letter.patch" "$QR_PATCHES/cover-letter.txt" <<'PY'
 import sys
