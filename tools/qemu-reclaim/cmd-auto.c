@@ -215,7 +215,7 @@ static void on_released(GObject *source, GAsyncResult *res, gpointer data)
     }
     if (!ret || !JSON_NODE_HOLDS_OBJECT(ret)) {
         g_warning("%s: release failed: %s", visit->name,
-                err ? err->message : "no figures in the answer");
+                  err ? err->message : "no figures in the answer");
     } else {
         /* The answer is the AllocatorRelease; glibc does not count */
         JsonObject *o = json_node_get_object(ret);
@@ -248,7 +248,7 @@ static void on_release_visit(VmVisit *visit, gpointer data)
 
     if (visit->status != VM_STATUS_OK) {
         g_warning("%s: cannot release: %s", visit->name,
-                visit->error ? visit->error : "unpatched");
+                  visit->error ? visit->error : "unpatched");
         vm_visit_free(visit);
         g_clear_pointer(&d->releasing, g_free);
         release_next(d);
