@@ -7,7 +7,7 @@
 #      alert fires, and does not just under its threshold and duration;
 #      the recording rules' values;
 #   3. against what the exporter really emits: the built qemu-reclaim
-#      (QR_TOOL, else $QR_WORK/tool/..., else build/tool/...) runs
+#      (QR_TOOL, else $QR_WORK/tool/..., else build/tool/...; missing: a failure) runs
 #      `export --listen` over stand-in QMP sockets (toollib.FakeQEMU: a
 #      jemalloc VM with 2 GiB releasable and releases, a glibc VM, a dead
 #      socket); its /metrics page must have a sample of every qemu_reclaim_
@@ -40,9 +40,11 @@ tool=${QR_TOOL:-}
     tool=${QR_WORK:-$top/build}/tool/tools/qemu-reclaim/qemu-reclaim
 summary="rules: promtool check rules ok ($nrules rules), promtool test rules"
 summary+=" ok ($ntests groups)"
+# Without the binary the rules are not checked against what it emits: a
+# failure, not a quiet skip (build it with scripts/build-tool.sh)
 if [ ! -x "$tool" ]; then
-    echo "$summary; scrape check SKIPPED: no $tool"
-    exit 0
+    echo "$summary; but no exporter to scrape: $tool is missing"
+    exit 1
 fi
 
 # 3. a real scrape of the built exporter, checked against the rules

@@ -265,7 +265,8 @@ static void on_connected(GObject *source, GAsyncResult *res, gpointer data)
  * Why a Unix socket is not talked to, or NULL.  The tool often runs as
  * root: a socket that another user made (or a link that another user can
  * point anywhere) could feed it figures, or collect its releases, in a
- * VM's name.  QEMU's sockets belong to the user QEMU runs as, the tool's.
+ * VM's name.  QEMU's sockets belong to the user QEMU runs as: root, or
+ * the tool's own user.
  */
 static char *refused(const char *address)
 {
@@ -283,9 +284,9 @@ static char *refused(const char *address)
     if (S_ISLNK(st.st_mode)) {
         return g_strdup("refused: a symbolic link, not QEMU's socket");
     }
-    if (st.st_uid != geteuid()) {
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
         return g_strdup_printf("refused: the socket belongs to uid %u, "
-                               "not to this user (uid %u)",
+                               "neither to root nor to this user (uid %u)",
                                (unsigned)st.st_uid, (unsigned)geteuid());
     }
     return NULL;
