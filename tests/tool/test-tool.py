@@ -767,6 +767,17 @@ def check_system_allocator(tap, lab):
         fake.close()
 
 
+def stop_daemon(p):
+    """SIGTERM, as systemd stops the daemon; its exit status, or a note
+    that it hung (then it is killed)."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return "hung after SIGTERM"
+
+
 def check_auto(tap, lab, by):
     """auto over real QEMUs; the tcmalloc one (102) behind a proxy that
     says it holds 512 MiB releasable, above the default --threshold."""
@@ -792,12 +803,7 @@ def check_auto(tap, lab, by):
            "the threshold is released within 30 s", "waited %.1f s" % took)
     time.sleep(4)     # four more looks: no second release (min-interval)
     alive = p.poll() is None
-    p.send_signal(signal.SIGTERM)
-    try:
-        rc = p.wait(timeout=20)
-    except Exception:
-        p.kill()
-        rc = "hung after SIGTERM"
+    rc = stop_daemon(p)
     proxy.close()
     log.seek(0)
     text = log.read()
@@ -845,11 +851,7 @@ def check_auto(tap, lab, by):
     T.wait_for(lambda: sum(deltas().values()) >= 1, 30, 0.5)
     time.sleep(4)     # four more looks, all inside the same minute
     dd = deltas()
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except Exception:
-        p.kill()
+    stop_daemon(p)
     for x in proxies:
         x.close()
     log.seek(0)
@@ -875,11 +877,7 @@ def check_auto(tap, lab, by):
     T.wait_for(lambda: slow[1].releases >= 1, 30, 0.5)
     time.sleep(4)     # four more looks: time for a second release, if any
     got = [x.releases for x in slow]
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except Exception:
-        p.kill()
+    stop_daemon(p)
     for x in slow:
         x.close()
     log.seek(0)
@@ -922,11 +920,7 @@ def check_auto(tap, lab, by):
     twice = T.wait_for(lambda: released() >= 2, 30, 0.5)
     time.sleep(3)     # and no third
     n = released()
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except Exception:
-        p.kill()
+    stop_daemon(p)
     second.kill()
     second.wait()
     log.seek(0)

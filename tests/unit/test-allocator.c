@@ -426,17 +426,13 @@ static void test_idle(void)
     workers_cleanup(workers);
 }
 
-static GMutex idle_lock;
-static GCond idle_cond;
-static bool idle_done;
+/* Posted when the idle hook has returned */
+static QemuSemaphore idle_returned;
 
 static void *idle_run(void *opaque)
 {
     qemu_allocator_idle();
-    g_mutex_lock(&idle_lock);
-    idle_done = true;
-    g_cond_signal(&idle_cond);
-    g_mutex_unlock(&idle_lock);
+    qemu_sem_post(&idle_returned);
     return NULL;
 }
 
@@ -448,7 +444,6 @@ static void test_idle_beside_release(void)
 {
     Releaser rel = { .trigger = QEMU_ALLOCATOR_MANUAL };
     QemuThread idle;
-    gint64 deadline;
     bool returned;
 
     if (!qemu_allocator_can_release()) {
@@ -464,17 +459,9 @@ static void test_idle_beside_release(void)
     qemu_event_wait(&in_notifier);
     qatomic_set(&holding, false);
 
-    idle_done = false;
     qemu_thread_create(&idle, "idle", idle_run, NULL, QEMU_THREAD_JOINABLE);
-    /* A hook that waited for the release would never get here on its own */
-    deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    g_mutex_lock(&idle_lock);
-    while (!idle_done && g_cond_wait_until(&idle_cond, &idle_lock,
-                                           deadline)) {
-        /* woken: look again */
-    }
-    returned = idle_done;
-    g_mutex_unlock(&idle_lock);
+    /* A hook that waited for the release would never return on its own */
+    returned = qemu_sem_timedwait(&idle_returned, 10 * 1000) == 0;
 
     qemu_event_set(&let_go);
     qemu_thread_join(&rel.thread);
@@ -491,6 +478,7 @@ int main(int argc, char **argv)
     qemu_event_init(&releasers_go, false);
     qemu_event_init(&in_notifier, false);
     qemu_event_init(&let_go, false);
+    qemu_sem_init(&idle_returned, 0);
     notified = g_array_new(false, false, sizeof(QemuAllocatorRelease));
     qemu_mutex_init(&notified_lock);
     qemu_allocator_add_release_notifier(&release_notifier);
