@@ -4,6 +4,8 @@
 #   system    glibc malloc, malloc_trim enabled
 #   tcmalloc  --enable-malloc=tcmalloc (gperftools)
 #   jemalloc  --enable-malloc=jemalloc
+#             (these three can also run the test guest, tests/guest: TCG,
+#             the pc machine, its serial ports and virtio-blk; see GUEST)
 #   asan      AddressSanitizer + UndefinedBehaviorSanitizer, system allocator
 #   i386      a 32-bit x86 host (i686 cross build), glibc malloc_trim,
 #             qemu-system-i386 (QEMU refuses 64-bit targets on 32-bit hosts)
@@ -20,7 +22,7 @@ variants=("$@")
 COMMON=(
     --python="$QR_PYTHON"
     --target-list=x86_64-softmmu
-    --disable-tcg --enable-kvm
+    --enable-kvm
     --without-default-features --without-default-devices
     --disable-docs --disable-install-blobs
     --enable-tools
@@ -38,18 +40,26 @@ variant_target() {
     esac
 }
 
+# A build that boots the test guest: TCG (KVM hangs on these machines;
+# tests/guest/README.md) and the devices of configs/devices/.../$GUEST_DEVICES.mak,
+# written by guest_devices() below.
+GUEST_DEVICES=qr-guest
+GUEST="--enable-tcg --with-devices-x86_64=$GUEST_DEVICES"
+
 variant_flags() {
     case "$1" in
-    system)   echo --enable-malloc-trim --enable-rbd ;;
-    tcmalloc) echo --enable-malloc=tcmalloc --enable-rbd ;;
-    jemalloc) echo --enable-malloc=jemalloc --enable-rbd ;;
+    system)   echo "$GUEST" --enable-malloc-trim --enable-rbd ;;
+    tcmalloc) echo "$GUEST" --enable-malloc=tcmalloc --enable-rbd ;;
+    jemalloc) echo "$GUEST" --enable-malloc=jemalloc --enable-rbd ;;
     # The sanitizers replace malloc: nothing of glibc's to trim or count,
     # so this build has the "system" backend that says so, although
     # malloc_trim exists (configure's default finds it).  No rbd here:
     # the rbd test needs a backend that can release (it would only skip),
     # and librados/librbd are not instrumented, so their own threads and
     # allocations would only add reports about Ceph, not about the series.
-    asan)     echo --enable-asan --enable-ubsan ;;
+    # No guest either: TCG under ASan would only make the build and the
+    # tests slower, the guest tests run in the three allocator builds.
+    asan)     echo --disable-tcg --enable-asan --enable-ubsan ;;
     # Upstream QEMU still supports 32-bit hosts (deprecated, not dropped):
     # this build keeps the series honest there (64-bit atomics, size_t
     # and pointer widths), built like QEMU's own debian-i686-cross CI job
@@ -59,14 +69,15 @@ variant_flags() {
     # no fdt, which the i386 target does not need: libfdt-dev:i386 cannot
     # be installed beside the libfdt-dev of the other builds, and meson
     # would otherwise try to download its dtc subproject.
-    i386)     echo --cross-prefix=i686-linux-gnu- --enable-malloc-trim --disable-fdt ;;
+    i386)     echo --disable-tcg --cross-prefix=i686-linux-gnu- --enable-malloc-trim --disable-fdt ;;
     *) die "unknown variant '$1' (known: $QR_VARIANTS_ALL)" ;;
     esac
 }
 
 # The "+ds" tarball has no edk2 firmware, but pc-bios/meson.build unpacks it
-# whenever bzip2 exists and an x86_64 target is built.  These builds use
-# machine "none" and install no blobs, so empty stand-ins (outside git's
+# whenever bzip2 exists and an x86_64 target is built.  These builds need
+# no UEFI (the guest boots with SeaBIOS from Debian's seabios package,
+# tests/guest/guestlib.py) and install no blobs, so empty stand-ins (outside git's
 # view, never committed) let meson set up without touching the series.
 edk2_stand_ins() {
     local f
@@ -77,8 +88,29 @@ edk2_stand_ins() {
         echo '/pc-bios/edk2-*.fd.bz2' >>"$QR_TREE/.git/info/exclude"
 }
 
+# configure takes device sets only from its own configs/devices: ours is
+# written there, outside git's view like the stand-ins above.  Under
+# --without-default-devices nothing but what it names (and what that
+# selects) is built: the pc machine brings its ISA serial ports.
+guest_devices() {
+    local f=$QR_TREE/configs/devices/x86_64-softmmu/$GUEST_DEVICES.mak
+    # CXL (with its type-3 device, PXB and PCI_EXPRESS: it needs them to
+    # link and to be enabled) only because
+    # 10.2's Kconfig selects ACPI_CXL for every x86 ACPI machine, and
+    # hw/acpi/cxl.c then needs CXL to link; with default devices CXL is
+    # on by default, here (--allnoconfig) nothing is unless named.
+    printf '%s\n' "# The test guest's machine (scripts/build.sh; tests/guest)" \
+        CONFIG_I440FX=y CONFIG_VIRTIO_PCI=y CONFIG_VIRTIO_BLK=y \
+        CONFIG_CXL=y CONFIG_CXL_MEM_DEVICE=y CONFIG_PXB=y CONFIG_PCI_EXPRESS=y \
+        CONFIG_PCIE_PORT=y >"$f.new"
+    cmp -s "$f.new" "$f" && rm "$f.new" || mv "$f.new" "$f"
+    grep -qx "/configs/devices/x86_64-softmmu/$GUEST_DEVICES.mak" "$QR_TREE/.git/info/exclude" ||
+        echo "/configs/devices/x86_64-softmmu/$GUEST_DEVICES.mak" >>"$QR_TREE/.git/info/exclude"
+}
+
 [ -d "$QR_TREE/.git" ] || die "no QEMU tree at $QR_TREE: run scripts/tree.sh first"
 edk2_stand_ins
+guest_devices
 
 for v in "${variants[@]}"; do
     step "Building QEMU variant '$v'"
