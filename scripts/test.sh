@@ -143,6 +143,10 @@ main() {
     run_tap runner-selftest "$QR_PYTHON" "$QR_TOP/tests/test-tapcount.py"
     check_series
 
+    # The test guest (tests/guest), for the builds that can boot it
+    step "The test guest (scripts/make-guest.sh)"
+    run_check make-guest "$QR_TOP/scripts/make-guest.sh" "$QR_WORK/guest" || true
+
     for v in "${variants[@]}"; do
         stage "tests, $v"
         step "Unit tests, variant '$v'"
@@ -165,6 +169,14 @@ main() {
                  qmp-test qmp-cmd-test test-hmp; do
             run_tap "$v/$t" "$b/tests/qtest/$t"
         done
+        # A backup and releases with a booted guest: the allocator builds
+        # (the asan and i386 ones have no TCG, see scripts/build.sh)
+        case $v in
+        system|tcmalloc|jemalloc)
+            step "A real guest, variant '$v' (tests/guest/test-guest.py)"
+            run_tap "$v/test-guest" env QR_GUEST_DIR="$QR_WORK/guest" \
+                "$QR_PYTHON" "$QR_TOP/tests/guest/test-guest.py" ;;
+        esac
         # Not under the sanitizers: their allocator keeps freed memory in a
         # quarantine, which is what this test must not be about.
         if [ "$v" != asan ]; then

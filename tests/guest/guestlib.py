@@ -136,7 +136,10 @@ class Guest:
                      % (path, i),
                      "-blockdev", "driver=raw,file=disk%d-file,node-name=disk%d"
                      % (i, i),
-                     "-device", "virtio-blk-pci,drive=disk%d,id=vd%d" % (i, i)]
+                     # share-rw: a backup job may write a disk the guest
+                     # also has (the guest then reads the backup's target)
+                     "-device", "virtio-blk-pci,drive=disk%d,id=vd%d,"
+                     "share-rw=on" % (i, i)]
         return args + self.extra
 
     def start(self):
