@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A backup and a release with a booted guest, per allocator build.
+
+Each round boots the test guest (tests/guest; 1 GiB, 2 vCPUs, so that its
+clock reads go through QEMU and its stall loop sees QEMU's main loop), in
+a fresh QEMU:
+  1. the guest writes its 256 MiB disk and touches 512 MiB of its RAM;
+     RSS then is "before";
+  2. a backup of the disk (to a 64 MiB/s target, 64 workers of 2 MiB)
+     while the guest overwrites half of it; QEMU's automatic release
+     follows.  "off": RSS when that release started (its own
+     process-rss-before, about 1 s after the job: what stays without it;
+     glibc's own trims and the RCU thread's idle release had their
+     chance, and there is no switch for them); "on": RSS after it;
+  3. a second backup; right after it, two 2 s windows in the guest, one
+     with a manual release 0.5 s in, one without (order alternating by
+     round): on one vCPU the stall loop (longest gap between two clock
+     reads), on the other 4 KiB random reads of its disk (p99 latency);
+     meanwhile an HMP monitor on its own socket is asked "info version"
+     back to back (the main loop's longest round trip in the window).
+
+Prints per build the medians over the rounds.  Usage:
+  guest-bench.py [--rounds N] [NAME=QEMU_BINARY ...]
+  (default: build/build-{system,tcmalloc,jemalloc}/qemu-system-x86_64)
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "guest"))
+from guestlib import Guest  # noqa: E402
+from benchlib import HMP, GLIBC_NO_TRIM, rss  # noqa: E402
+
+MiB = 1 << 20
+DISK_MIB = 256
+X_PERF = {"use-copy-range": False, "max-workers": 64, "max-chunk": 2 * MiB}
+
+
+class Pinger(threading.Thread):
+    """Round trips of HMP "info version", back to back, with their start."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.hmp = HMP(path)
+        self.samples = []
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            t = time.monotonic()
+            self.hmp.cmd("info version")
+            self.samples.append((t, time.monotonic() - t))
+
+    def worst(self, t0, t1):
+        return max((rtt for t, rtt in self.samples if t0 <= t < t1),
+                   default=None)
+
+
+def wait_event(qmp, name, n):
+    deadline = time.monotonic() + 300
+    while qmp.count_events(name) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no %s number %d in 300 s" % (name, n))
+        qmp.cmd("query-status")
+        time.sleep(0.02)
+    return [e for e in qmp.events if e["event"] == name][n - 1]["data"]
+
+
+def backup(qmp, job):
+    qmp.cmd("blockdev-backup", device="disk0", target="slow1", sync="full",
+            **{"job-id": job, "x-perf": X_PERF})
+
+
+def window(g, qmp, pinger, release):
+    """Stall loop and disk reads for 2 s; a release 0.5 s in if asked."""
+    t0 = time.monotonic()
+    stall = g.start_job("stall 2")
+    reads = g.start_job("io-latency vda 2")
+    rel = None
+    if release:
+        time.sleep(0.5)
+        rel = qmp.cmd("x-release-free-memory")
+    s, r = g.wait(stall), g.wait(reads)
+    return {"stall_ms": s["max_gap_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+            "rtt_ms": (pinger.worst(t0, time.monotonic()) or 0) * 1000,
+            "release_ms": rel["duration-us"] / 1000 if rel else None,
+            "returned": rel.get("returned") if rel else None}
+
+
+def one_round(qemu, guest_dir, work, rnd):
+    disks = [os.path.join(work, n) for n in ("vda.raw", "vdb.raw")]
+    for p in disks:
+        with open(p, "wb") as f:
+            f.truncate(DISK_MIB * MiB)
+    hmp_path = os.path.join(work, "hmp.sock")
+    with Guest(qemu, guest_dir, disks=disks, smp=2, accel="auto",
+               extra=["-monitor", "unix:%s,server=on,wait=off" % hmp_path]) as g:
+        qmp = g.qmp
+        backend = qmp.cmd("x-query-allocator-stats")["backend"]
+        g.cmd("write vda A")
+        g.cmd("touch 512")
+        before = rss(g.proc.pid)
+        qmp.cmd("object-add", **{"qom-type": "throttle-group", "id": "slow",
+                                 "limits": {"bps-write": 64 * MiB}})
+        qmp.cmd("blockdev-add", driver="throttle", file="disk1",
+                **{"node-name": "slow1", "throttle-group": "slow"})
+        backup(qmp, "bk1")
+        g.cmd("write vda B %d" % (DISK_MIB // 2))
+        wait_event(qmp, "BLOCK_JOB_COMPLETED", 1)
+        auto = wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 1)
+        on = rss(g.proc.pid)
+        out = {"backend": backend, "accel": g.accel_used,
+               "before": before / MiB,
+               "off": (auto["process-rss-before"] - before) / MiB,
+               "on": (on - before) / MiB}
+
+        pinger = Pinger(hmp_path)
+        pinger.start()
+        backup(qmp, "bk2")
+        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2)
+        order = (True, False) if rnd % 2 == 0 else (False, True)
+        for release in order:
+            w = window(g, qmp, pinger, release)
+            out.update({("with_" if release else "without_") + k: v
+                        for k, v in w.items()})
+        pinger.stop = True
+        pinger.join()
+        g.poweroff()
+    return out
+
+
+def med(rows, key):
+    xs = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(xs) if xs else None
+
+
+def f(v, fmt="%.1f"):
+    return "-" if v is None else fmt % v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--guest", default=os.path.join(HERE, "..", "build", "guest"))
+    ap.add_argument("builds", nargs="*")
+    args = ap.parse_args()
+    builds = [b.split("=", 1) for b in args.builds] or [
+        (v, os.path.join(HERE, "..", "build", "build-%s" % v,
+                         "qemu-system-x86_64"))
+        for v in ("system", "tcmalloc", "jemalloc")]
+    os.environ["GLIBC_TUNABLES"] = GLIBC_NO_TRIM
+    table = []
+    for name, qemu in builds:
+        rows = []
+        for rnd in range(args.rounds):
+            work = tempfile.mkdtemp(prefix="guest-bench-")
+            try:
+                rows.append(one_round(qemu, args.guest, work, rnd))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            r = rows[-1]
+            print("# %s round %d: %s" % (name, rnd + 1, " ".join(
+                "%s=%s" % (k, f(v) if not isinstance(v, str) else v)
+                for k, v in sorted(r.items()))), flush=True)
+        table.append((name, rows))
+
+    print("\nMedians of %d rounds per build (RSS in MiB against before the "
+          "backup, with 512 MiB of guest RAM touched; times in ms):\n"
+          % args.rounds)
+    print("| build | accel | RSS before | after the backup, release off | on "
+          "| guest's longest stall without / with a release | disk p99 "
+          "without / with | main loop round trip without / with | release |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rows in table:
+        print("| %s (%s) | %s | %s | %+.1f | %+.1f | %s / %s | %s / %s | %s / %s | %s |" % (
+            name, rows[0]["backend"], rows[0]["accel"], f(med(rows, "before")),
+            med(rows, "off"), med(rows, "on"),
+            f(med(rows, "without_stall_ms")), f(med(rows, "with_stall_ms")),
+            f(med(rows, "without_p99_ms")), f(med(rows, "with_p99_ms")),
+            f(med(rows, "without_rtt_ms")), f(med(rows, "with_rtt_ms")),
+            f(med(rows, "with_release_ms"))))
+    worst_on = max(med(rows, "on") for _, rows in table)
+    added = max(med(rows, "with_stall_ms") - med(rows, "without_stall_ms")
+                for _, rows in table)
+    print("\nTargets: post-backup RSS within 25 MiB on every build: %s "
+          "(worst %+.1f MiB); a release adds at most 2 ms to the guest's "
+          "longest stall: %s (worst %+.1f ms)"
+          % ("met" if worst_on <= 25 else "NOT met", worst_on,
+             "met" if added <= 2 else "NOT met", added))
+
+
+if __name__ == "__main__":
+    main()
