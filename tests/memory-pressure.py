@@ -6,7 +6,8 @@ Starts the QEMU in $QTEST_QEMU_BINARY, puts it in a memory cgroup this
 test creates (v2, or v1's memory controller) with a limit 192 MiB above
 its resident memory, and backs up twice: each backup fills the allocator
 with bounce buffers, and QEMU's automatic release after it returns them.
-Checks: QEMU is never OOM-killed, an automatic release follows each
+Checks: the cgroup's limit is reached (QEMU's page cache and bounce
+buffers are charged to it), QEMU is never OOM-killed, an automatic release follows each
 backup and RSS comes down from its peak, and QEMU still answers.  Speaks TAP; skips with the reason
 where no writable memory cgroup exists.
 """
@@ -79,6 +80,23 @@ class Cgroup:
                 return int(line.split()[1])
         return 0
 
+    def pressure(self):
+        """(times the limit was hit, peak usage in bytes): v2's
+        memory.events "max" and memory.peak, v1's failcnt and
+        max_usage_in_bytes."""
+        if self.kind == "v2":
+            hits = 0
+            for line in self.read("memory.events").splitlines():
+                if line.startswith("max "):
+                    hits = int(line.split()[1])
+            try:
+                peak = int(self.read("memory.peak"))
+            except OSError:     # before Linux 5.19
+                peak = 0
+            return hits, peak
+        return (int(self.read("memory.failcnt")),
+                int(self.read("memory.max_usage_in_bytes")))
+
     def remove(self):
         try:
             os.rmdir(self.path)
@@ -95,12 +113,17 @@ def main():
     if not kind:
         print("1..0 # SKIP no writable memory cgroup on this machine")
         return 0
-    print("1..6")
+    print("1..7")
     work = tempfile.mkdtemp(prefix="memory-pressure-")
     src = os.path.join(work, "source.raw")
     with open(src, "wb") as f:
         for i in range(SIZE >> 20):
             f.write(bytes([0x41 + i % 100]) * (1 << 20))
+        # Out of the page cache: QEMU's reads then charge its own cgroup,
+        # whose page cache and bounce buffers together reach the limit
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     sock = os.path.join(work, "qmp.sock")
     proc = start_qemu(qemu, sock, [])
     cg = Cgroup(kind, root)
@@ -140,8 +163,15 @@ def main():
                 ev = [e for e in qmp.events
                       if e["event"] == "ALLOCATOR_MEMORY_RELEASED"][rnd]
                 drops.append((peak - rss(proc.pid), ev["data"]["trigger"]))
-        tap(proc.poll() is None, "QEMU survived two backups %d MiB from its "
-            "limit" % (HEADROOM >> 20))
+        errors = [e["data"]["error"] for e in qmp.events
+                  if e["event"] == "BLOCK_JOB_COMPLETED" and "error" in e["data"]]
+        tap(proc.poll() is None and not errors, "QEMU survived two backups "
+            "%d MiB from its limit, both complete" % (HEADROOM >> 20),
+            "; ".join(errors) or None)
+        hits, peak = cg.pressure()
+        tap(hits > 0 or peak >= 0.9 * limit, "the cgroup's limit was reached",
+            "limit hit %d times; peak usage %.1f MiB of a %.1f MiB limit"
+            % (hits, peak / 2**20, limit / 2**20))
         tap(cg.oom_kills() == 0, "no OOM kill in the cgroup")
         if can_release:
             tap(all(d > 0 for d, _ in drops), "RSS came down from its peak "
