@@ -13,9 +13,10 @@ a fresh QEMU:
      process-rss-before, about 1 s after the job: what stays without it;
      glibc's own trims and the RCU thread's idle release had their
      chance, and there is no switch for them); "on": RSS after it;
-  3. a second backup; right after it, two 2 s windows in the guest, one
-     with a manual release 0.5 s in, one without (order alternating by
-     round): on one vCPU the stall loop (longest gap between two clock
+  3. two more backups, each followed by a 2 s window in the guest (order
+     alternating by round): one right after its backup with a manual
+     release 0.5 s in, one after the backup's automatic release with no
+     release: on one vCPU the stall loop (longest gap between two clock
      reads), on the other 4 KiB random reads of its disk (p99 latency);
      meanwhile an HMP monitor on its own socket is asked "info version"
      back to back (the main loop's longest round trip in the window).
@@ -91,7 +92,8 @@ def window(g, qmp, pinger, release):
     return {"stall_ms": s["max_gap_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
             "rtt_ms": (pinger.worst(t0, time.monotonic()) or 0) * 1000,
             "release_ms": rel["duration-us"] / 1000 if rel else None,
-            "returned": rel.get("returned") if rel else None}
+            "returned_mib": rel["returned"] / MiB
+            if rel and "returned" in rel else None}
 
 
 def one_round(qemu, guest_dir, work, rnd):
@@ -121,12 +123,19 @@ def one_round(qemu, guest_dir, work, rnd):
                "off": (auto["process-rss-before"] - before) / MiB,
                "on": (on - before) / MiB}
 
+        # Each window follows a backup of its own: the one with a release
+        # starts right after it (the manual release 0.5 s in comes before
+        # the automatic one), the one without after the automatic release
         pinger = Pinger(hmp_path)
         pinger.start()
-        backup(qmp, "bk2")
-        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2)
         order = (True, False) if rnd % 2 == 0 else (False, True)
-        for release in order:
+        for n, release in enumerate(order):
+            backup(qmp, "bk%d" % (n + 2))
+            wait_event(qmp, "BLOCK_JOB_COMPLETED", n + 2)
+            if not release:
+                wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED",
+                           len([e for e in qmp.events if e["event"] ==
+                                "ALLOCATOR_MEMORY_RELEASED"]) + 1)
             w = window(g, qmp, pinger, release)
             out.update({("with_" if release else "without_") + k: v
                         for k, v in w.items()})
@@ -176,16 +185,17 @@ def main():
           % args.rounds)
     print("| build | accel | RSS before | after the backup, release off | on "
           "| guest's longest stall without / with a release | disk p99 "
-          "without / with | main loop round trip without / with | release |")
+          "without / with | main loop round trip without / with | the manual "
+          "release: ms, MiB returned |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in table:
-        print("| %s (%s) | %s | %s | %+.1f | %+.1f | %s / %s | %s / %s | %s / %s | %s |" % (
+        print("| %s (%s) | %s | %s | %+.1f | %+.1f | %s / %s | %s / %s | %s / %s | %s, %s |" % (
             name, rows[0]["backend"], rows[0]["accel"], f(med(rows, "before")),
             med(rows, "off"), med(rows, "on"),
             f(med(rows, "without_stall_ms")), f(med(rows, "with_stall_ms")),
             f(med(rows, "without_p99_ms")), f(med(rows, "with_p99_ms")),
             f(med(rows, "without_rtt_ms")), f(med(rows, "with_rtt_ms")),
-            f(med(rows, "with_release_ms"))))
+            f(med(rows, "with_release_ms")), f(med(rows, "with_returned_mib"))))
     worst_on = max(med(rows, "on") for _, rows in table)
     added = max(med(rows, "with_stall_ms") - med(rows, "without_stall_ms")
                 for _, rows in table)

@@ -42,9 +42,13 @@ variant_target() {
 
 # A build that boots the test guest: TCG (KVM hangs on these machines;
 # tests/guest/README.md) and the devices of configs/devices/.../$GUEST_DEVICES.mak,
-# written by guest_devices() below.
+# written by guest_devices() below.  The +ds tarball has no firmware: like
+# Debian's own QEMU, these builds take SeaBIOS and the option ROMs from
+# the seabios and qemu-system-data packages (for the guest and for QEMU's
+# qtests of the pc machine).
 GUEST_DEVICES=qr-guest
-GUEST="--enable-tcg --with-devices-x86_64=$GUEST_DEVICES"
+GUEST_FIRMWARE=(/usr/share/seabios /usr/share/qemu)
+GUEST="--enable-tcg --with-devices-x86_64=$GUEST_DEVICES --firmwarepath=$(IFS=:; echo "${GUEST_FIRMWARE[*]}")"
 
 variant_flags() {
     case "$1" in
@@ -94,6 +98,8 @@ edk2_stand_ins() {
 # selects) is built: the pc machine brings its ISA serial ports.
 guest_devices() {
     local f=$QR_TREE/configs/devices/x86_64-softmmu/$GUEST_DEVICES.mak
+    # USB_HID: QEMU's usb-hcd-uhci-test, which runs wherever UHCI is built
+    # (the pc machine's PIIX brings it), plugs a usb-tablet.
     # CXL (with its type-3 device, PXB and PCI_EXPRESS: it needs them to
     # link and to be enabled) only because
     # 10.2's Kconfig selects ACPI_CXL for every x86 ACPI machine, and
@@ -101,6 +107,7 @@ guest_devices() {
     # on by default, here (--allnoconfig) nothing is unless named.
     printf '%s\n' "# The test guest's machine (scripts/build.sh; tests/guest)" \
         CONFIG_I440FX=y CONFIG_VIRTIO_PCI=y CONFIG_VIRTIO_BLK=y \
+        CONFIG_USB_HID=y \
         CONFIG_CXL=y CONFIG_CXL_MEM_DEVICE=y CONFIG_PXB=y CONFIG_PCI_EXPRESS=y \
         CONFIG_PCIE_PORT=y >"$f.new"
     cmp -s "$f.new" "$f" && rm "$f.new" || mv "$f.new" "$f"
@@ -126,6 +133,15 @@ for v in "${variants[@]}"; do
 $(tail -n 25 "$dir/configure.log")"
         echo "$flags" >"$dir/.qr-configure"
     fi
+    # Run from the build tree, QEMU looks for every data path inside its
+    # qemu-bundle directory, which mirrors the installed tree: the firmware
+    # directories go there as links.
+    case " $flags " in *" --firmwarepath="*)
+        for d in "${GUEST_FIRMWARE[@]}"; do
+            mkdir -p "$dir/qemu-bundle$(dirname "$d")"
+            ln -sfn "$d" "$dir/qemu-bundle$d"
+        done ;;
+    esac
     start=$(date +%s)
     # shellcheck disable=SC2086
     ninja -C "$dir" $QR_TARGETS >"$dir/ninja.log" 2>&1 ||

@@ -23,7 +23,11 @@ PKGS=(
     # the operator tool (tools/qemu-reclaim) and its tests
     libjson-glib-dev libsoup-3.0-dev prometheus clang-14 libclang-rt-14-dev man-db
     valgrind systemd
+    # QEMU's test-io-channel-command (meson test, scripts/lib-tap.sh)
+    socat
     qemu-system-x86
+    # the firmware of the guest-capable builds (scripts/build.sh: --firmwarepath)
+    seabios qemu-system-data
     # the Ceph tests and benchmarks (librbd for QEMU's rbd driver)
     librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common
     # The i386 variant (scripts/build.sh): a 32-bit x86 host, built the way

@@ -25,41 +25,20 @@ LOGS=$QR_WORK/repeat-logs
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-hogs=()
-stop_hogs() {
-    [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null || true
-    hogs=()
-}
 trap stop_hogs EXIT
 
 main() {
-    local v b r t start=$SECONDS
+    local v r start=$SECONDS
     "$QR_TOP/scripts/deps.sh"
     "$QR_TOP/scripts/tree.sh"
     "$QR_TOP/scripts/build.sh" "${variants[@]}"
 
     step "CPU hogs: $(nproc), one per core"
-    for _ in $(seq "$(nproc)"); do
-        "$QR_PYTHON" -c 'while True: pass' &
-        hogs+=($!)
-    done
+    start_hogs
     for ((r = 1; r <= rounds; r++)); do
         step "Round $r of $rounds"
         for v in "${variants[@]}"; do
-            b=$QR_WORK/build-$v
-            export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-            export ASAN_OPTIONS=detect_leaks=1
-            run_tap "round-$r/$v/test-allocator" "$b/tests/unit/test-allocator"
-            export ASAN_OPTIONS=detect_leaks=0
-            if [ "$v" = i386 ]; then
-                export QTEST_QEMU_BINARY=$b/qemu-system-i386
-            else
-                export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
-            fi
-            export QTEST_QEMU_IMG=$b/qemu-img
-            for t in allocator-test; do
-                run_tap "round-$r/$v/$t" "$b/tests/qtest/$t"
-            done
+            run_project_tests "round-$r" "$v"
         done
     done
     stop_hogs

@@ -9,6 +9,7 @@ set -euo pipefail
 
 read -r -a variants <<<"${QR_VARIANTS:-$QR_VARIANTS_ALL}"
 LOGS=$QR_WORK/test-logs
+trap stop_hogs EXIT
 
 
 # Count one check: NAME, then whether it held (0) and what to print.
@@ -149,26 +150,10 @@ main() {
 
     for v in "${variants[@]}"; do
         stage "tests, $v"
-        step "Unit tests, variant '$v'"
-        b=$QR_WORK/build-$v
-        # Sanitizer findings fail the test; leaks are checked in the unit test,
-        # not in QEMU processes (QEMU does not free everything at exit).
-        export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-        export ASAN_OPTIONS=detect_leaks=1
-        run_tap "$v/test-allocator" "$b/tests/unit/test-allocator"
-        export ASAN_OPTIONS=detect_leaks=0
-        step "QTests, variant '$v' (real QEMU processes over QMP)"
-        # The i386 build (a 32-bit host) has only the 32-bit target.
-        if [ "$v" = i386 ]; then
-            export QTEST_QEMU_BINARY=$b/qemu-system-i386
-        else
-            export QTEST_QEMU_BINARY=$b/qemu-system-x86_64
-        fi
-        export QTEST_QEMU_IMG=$b/qemu-img
-        for t in allocator-test \
-                 qmp-test qmp-cmd-test test-hmp; do
-            run_tap "$v/$t" "$b/tests/qtest/$t"
-        done
+        step "The project's unit test and qtest, variant '$v' (round 1 of 2)"
+        run_project_tests round-1 "$v"
+        step "QEMU's own unit tests and qtests, variant '$v' (the series' among them)"
+        run_meson "$v/meson" "$QR_WORK/build-$v"
         # A backup and releases with a booted guest: the allocator builds
         # (the asan and i386 ones have no TCG, see scripts/build.sh)
         case $v in
@@ -185,6 +170,15 @@ main() {
         fi
     done
 
+
+    # The second round, on a busy machine: one CPU hog per core
+    stage "round 2 beside CPU hogs"
+    step "The project's unit test and qtest, every variant (round 2 of 2, $(nproc) CPU hogs)"
+    start_hogs
+    for v in "${variants[@]}"; do
+        run_project_tests round-2 "$v"
+    done
+    stop_hogs
 
     # The operator tool: its unit tests, then the tool against real QEMU
     # processes of every build plus Debian's unpatched QEMU, hostile peers,

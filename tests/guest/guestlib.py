@@ -28,8 +28,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 from qmplib import QMP  # noqa: E402
 
 MARKER = "GW: "
-# seabios (bios-256k.bin) and qemu-system-data (linuxboot_dma.bin, kvmvapic.bin)
-FIRMWARE_DIRS = ("/usr/share/seabios", "/usr/share/qemu")
 
 
 class GuestError(RuntimeError):
@@ -126,11 +124,6 @@ class Guest:
                 % self.gw_path,
                 "-serial", "chardev:gw",
                 "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
-        # Our builds install no firmware (the +ds tarball has none):
-        # SeaBIOS and the option ROMs come from Debian's packages.
-        for d in FIRMWARE_DIRS:
-            if os.path.isdir(d):
-                args += ["-L", d]
         for i, path in enumerate(self.disks):
             args += ["-blockdev", "driver=file,filename=%s,node-name=disk%d-file"
                      % (path, i),
