@@ -31,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 from qmplib import QMP, rss, start_qemu  # noqa: E402
+from taplib import results, tap  # noqa: E402
 import cephlib  # noqa: E402
 
 SIZE = 256 << 20
@@ -41,17 +42,6 @@ CASES = 5           # per build
 TOOL = os.environ.get("QR_TOOL") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "build", "tool",
     "tools", "qemu-reclaim", "qemu-reclaim")
-results = []
-
-
-def tap(ok, name, diag=None):
-    results.append(ok)
-    print("%s %d %s" % ("ok" if ok else "not ok", len(results), name))
-    for line in (diag or "").splitlines():
-        print("# " + line)
-    sys.stdout.flush()
-
-
 def builds():
     """[(name, qemu-system binary)]"""
     env = os.environ.get("QTEST_QEMU_BINARY")

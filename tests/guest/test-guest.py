@@ -33,6 +33,7 @@ sys.path.insert(0, HERE)
 from guestlib import Guest  # noqa: E402
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 from qmplib import rss  # noqa: E402
+from taplib import results, skip, tap  # noqa: E402
 
 MiB = 1 << 20
 DISK_MIB = 256
@@ -40,23 +41,6 @@ TOUCH_MIB = 512
 RSS_SLACK = 25 * MiB        # the bound for RSS after a backup
 # block-copy's workers, each with a bounce buffer of up to one chunk
 X_PERF = {"use-copy-range": False, "max-workers": 64, "max-chunk": 2 * MiB}
-
-results = []
-
-
-def tap(ok, name, diag=None):
-    results.append(ok)
-    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), name))
-    for line in (diag or "").splitlines():
-        print("# " + line)
-    sys.stdout.flush()
-
-
-def skip(name, why):
-    results.append(True)
-    print("ok %d - %s # SKIP %s" % (len(results), name, why))
-    sys.stdout.flush()
-
 
 def mib(n):
     return "%.1f MiB" % (n / MiB)
