@@ -7,8 +7,8 @@ skipped=0
 failures=()
 skips=()
 
-# Add what a counter printed (scripts/tapcount.py, scripts/mesoncount.py:
-# "P F S", then reasons) for the run NAME whose log is LOG, exit RC.
+# Add what scripts/tapcount.py printed ("P F S", then reasons) for the
+# run NAME whose log is LOG, exit RC.
 add_counts() {
     local name=$1 log=$2 rc=$3 counts=$4 p f s reason
     read -r p f s <<<"$(head -n 1 <<<"$counts")"
@@ -50,7 +50,7 @@ MESON_EXCLUDED=(
 
 # QEMU's own harness on a build: `meson test --suite unit --suite qtest`,
 # parallel as meson runs it (and with its random MALLOC_PERTURB_), each
-# meson test counted once by scripts/mesoncount.py.
+# meson test counted once by scripts/tapcount.py --meson.
 run_meson() {
     local name=$1 build=$2 log=$LOGS/$1.log rc=0 line ex
     local -a tests=()
@@ -77,7 +77,7 @@ fail: meson lists no test in $build"
     grep -E '^ *(Ok|Fail|Skipped|Timeout): ' "$log" |
         tr -s ' ' | paste -sd' ' | sed 's/^/      /' >&2 || true
     add_counts "$name" "$log" "$rc" \
-        "$("$QR_PYTHON" "$QR_TOP/scripts/mesoncount.py" "$build/meson-logs/testlog.json" "$rc")"
+        "$("$QR_PYTHON" "$QR_TOP/scripts/tapcount.py" --meson "$build/meson-logs/testlog.json" "$rc")"
 }
 
 # The project's own unit test and qtest on one variant's build, counted

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Count a TAP log honestly: tapcount.py LOG EXIT_STATUS
+"""Count a TAP log honestly: tapcount.py [--meson] LOG EXIT_STATUS
 
 Prints one line "PASSED FAILED SKIPPED", then one line per skip or failure
 reason ("skip: ..." / "fail: ...").  Rules:
@@ -10,8 +10,16 @@ reason ("skip: ..." / "fail: ...").  Rules:
 - "1..0 # SKIP why" (a whole file skipped) counts one skip, with its reason;
 - no plan and no case, or "Bail out!", or a non-zero exit with no failed
   case: at least one failure (a crash before or between cases).
+
+With --meson, LOG is meson's meson-logs/testlog.json (one JSON object per
+test) and each meson test counts once: OK and EXPECTEDFAIL pass; SKIP is
+skipped, with the reason the test printed ("1..0 # SKIP ..." or a "# SKIP"
+case, else glib's "# skip" lines on stderr); anything else (FAIL, TIMEOUT,
+ERROR, UNEXPECTEDPASS, INTERRUPT) fails.  No test at all, or a non-zero exit
+with no failed test, is a failure too.
 """
 
+import json
 import re
 import sys
 
@@ -71,12 +79,66 @@ def count(lines, status):
     return passed, failed, skipped, reasons
 
 
+MESON_SKIP = re.compile(r"#\s*SKIP\S*\s*(.*)$", re.I)
+
+
+def skip_reason(t):
+    """What the test said: its last "# SKIP why" case, else what it wrote
+    on stderr about skipping (glib's "# skip ..."), else its empty plan."""
+    for line in reversed((t.get("stdout") or "").splitlines()):
+        m = MESON_SKIP.search(line)
+        if m:
+            return m.group(1).strip() or "no reason given"
+    said = [line[len("# skip"):].strip() for line in
+            (t.get("stderr") or "").splitlines()
+            if line.lower().startswith("# skip")]
+    if said:
+        return "; ".join(said[:3]) + ("; ..." if len(said) > 3 else "")
+    return "no case applies to this build (its plan is 1..0)"
+
+
+def count_meson(lines, status):
+    """The same for meson's testlog.json: each meson test counts once."""
+    passed = failed = skipped = 0
+    reasons = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        t = json.loads(line)
+        name, result = t["name"], t["result"]
+        if result in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif result == "SKIP":
+            skipped += 1
+            reasons.append("skip: %s: %s" % (name, skip_reason(t)))
+        else:
+            failed += 1
+            reasons.append("fail: %s: %s" % (name, result))
+    if passed + failed + skipped == 0:
+        failed = 1
+        reasons.append("fail: meson ran no test")
+    if status != 0 and failed == 0:
+        failed = 1
+        reasons.append("fail: meson test exited %d although no test failed"
+                       % status)
+    return passed, failed, skipped, reasons
+
+
 def main():
-    if len(sys.argv) != 3:
-        print("usage: tapcount.py LOG EXIT_STATUS", file=sys.stderr)
+    args = sys.argv[1:]
+    counter = count
+    if args[:1] == ["--meson"]:
+        counter = count_meson
+        args = args[1:]
+    if len(args) != 2:
+        print("usage: tapcount.py [--meson] LOG EXIT_STATUS", file=sys.stderr)
         return 2
-    with open(sys.argv[1], errors="replace") as f:
-        p, fl, s, reasons = count(f, int(sys.argv[2]))
+    try:
+        with open(args[0], errors="replace") as f:
+            p, fl, s, reasons = counter(f, int(args[1]))
+    except (OSError, ValueError, KeyError) as e:
+        p, fl, s, reasons = 0, 1, 0, ["fail: no readable log: %s" % e]
     print(p, fl, s)
     for r in reasons:
         print(r)

@@ -8,7 +8,7 @@ counts each missing case as failed, a whole-file skip counts once with its
 reason, a crash before the first case is a failure.  The last case runs a
 real `meson test` (as run_meson does) on a project of a passing, a failing,
 a skipping and a hanging test, plus a failing one in another suite, and
-checks what scripts/mesoncount.py makes of it.  Speaks TAP itself.
+checks what scripts/tapcount.py --meson makes of it.  Speaks TAP itself.
 """
 
 import os
@@ -18,7 +18,6 @@ import tempfile
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAPCOUNT = os.path.join(TOP, "scripts", "tapcount.py")
-MESONCOUNT = os.path.join(TOP, "scripts", "mesoncount.py")
 
 MESON_PROJECT = """project('counting')
 sh = find_program('sh')
@@ -80,7 +79,7 @@ def main():
                              "--suite", "qtest", "--num-processes", "2"],
                             cwd=build, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL).returncode
-        out = subprocess.run([sys.executable, MESONCOUNT, os.path.join(
+        out = subprocess.run([sys.executable, TAPCOUNT, "--meson", os.path.join(
             build, "meson-logs", "testlog.json"), str(rc)],
             capture_output=True, text=True, check=True).stdout
         first, *reasons = out.splitlines()
