@@ -15,10 +15,12 @@ release-after-backup=off arm is gone).  In its place:
     process-rss-before, i.e. what the process still held ~1 s after the
     jobs with everything but that release.  Not quite v1's "off": the
     RCU thread's idle-time releases, which v2 cannot switch off either,
-    had their chance (their number is in "idle releases" where HMP
-    "info allocator" prints it, as the first v2 builds did; QMP does not
-    count them, nor do the current v2 sources: then "-"), and jobs that
-    end more than 1 s apart get one release each;
+    had their chance, and jobs that end more than 1 s apart get one
+    release each.  How many idle calls there were (malloc_trim(4 MiB) in
+    glibc builds, upstream's included; arena decays in jemalloc builds;
+    tcmalloc builds make none) is counted by benchlib's LD_PRELOAD shim
+    (IdleCounter): during the jobs, and from the last job's end until the
+    last automatic release started (unpatched: until 2 s after the end);
   - an unpatched QEMU can be given as a build (e.g.
     debian=/usr/bin/qemu-system-x86_64, Debian's QEMU 7.2, glibc): what
     upstream does, with its RCU thread's malloc_trim(4 MiB) and no
@@ -30,8 +32,10 @@ after - before; the time from the end of the last job until RSS is back
 within 5% of its value before the backup; the automatic releases (count;
 for the last one: when it started after the last job, its duration, its
 RSS drop; what they returned where the allocator counts it, not glibc);
-idle releases; the worst HMP round trip after the jobs ended, and the
-worst that overlapped the last automatic release.
+the idle calls during the jobs and after them; the worst HMP round trip
+in the 2 s after the jobs ended, and the worst that overlapped the last
+automatic release.  The counter is read every 5 ms: a window's count can
+miss or gain a call made in the 5 ms before either of its ends.
 
 Usage: backup-bench.py [--rounds N] [NAME=QEMU_BINARY ...]
        (default: build/build-{system,tcmalloc,jemalloc}/qemu-system-x86_64)
@@ -59,20 +63,23 @@ def one_round(qemu, work, sources):
     hmp_path = os.path.join(work, "hmp.sock")
     if os.path.exists(hmp_path):
         os.unlink(hmp_path)
-    proc = benchlib.start_qemu(qemu, qmp_path, [
-        # Debian's 7.2 has no qtest: it falls back to TCG
-        "-accel", "tcg",
-        # stands for the guest's RAM, which dominates a VM's RSS
-        "-object", "memory-backend-ram,id=ram0,size=512M,prealloc=on",
-        "-monitor", "unix:%s,server=on,wait=off" % hmp_path],
-        log=os.path.join(work, "qemu.log"))
+    counter = benchlib.IdleCounter(os.path.join(work, "idle-counter"))
+    with counter.preloaded():
+        proc = benchlib.start_qemu(qemu, qmp_path, [
+            # Debian's 7.2 has no qtest: it falls back to TCG
+            "-accel", "tcg",
+            # stands for the guest's RAM, which dominates a VM's RSS
+            "-object", "memory-backend-ram,id=ram0,size=512M,prealloc=on",
+            "-monitor", "unix:%s,server=on,wait=off" % hmp_path],
+            log=os.path.join(work, "qemu.log"))
     qmp = hmp = None
+    idle = benchlib.IdleSampler(counter)
     try:
         qmp = benchlib.AsyncQMP(qmp_path)
         hmp = benchlib.HMP(hmp_path)
         info0 = benchlib.allocator_info(qmp)
         patched = info0 is not None
-        idle0 = benchlib.idle_releases(qmp) if patched else None
+        idle.start()
         for j, src in enumerate(sources):
             qmp.cmd("blockdev-add", driver="raw", **{"node-name": "src%d" % j},
                     file={"driver": "file", "filename": src})
@@ -102,6 +109,7 @@ def one_round(qemu, work, sources):
             t.start()
         try:
             n_ev = len(qmp.events)
+            t_start = time.time()
             for j in range(len(sources)):
                 qmp.cmd("blockdev-backup", device="src%d" % j,
                         target="dst%d" % j, sync="full",
@@ -129,7 +137,6 @@ def one_round(qemu, work, sources):
                 t.join()
         autos = []
         info = None
-        idle1 = None
         if patched:
             # the automatic release comes ~1 s after the last job: within
             # the 2 s above unless the machine is very busy
@@ -140,11 +147,13 @@ def one_round(qemu, work, sources):
                 "ALLOCATOR_MEMORY_RELEASED", n_ev)
                 if m["data"]["trigger"] == "automatic"]
             info = benchlib.allocator_info(qmp)
-            idle1 = benchlib.idle_releases(qmp)
+        # after the automatic release: the window below ends at its start
+        idle.stop()
         qmp.cmd("quit")
         peak = max([before] + [r for _, r in samples])
         back = [t for t, r in samples if t >= t_end and r <= before * 1.05]
         rtt_after = [ms for t, ms in pings if t + ms / 1e3 >= t_end]
+        t_last = time.time()
         # the one after the last job (jobs that end more than 1 s apart
         # get one each)
         last = autos[-1] if autos else None
@@ -155,6 +164,9 @@ def one_round(qemu, work, sources):
             rtt_auto = [ms for t, ms in pings
                         if t <= a_end and t + ms / 1e3 >= a_start]
         d = last["data"] if last else {}
+        # what the idle hook did before the release could: unpatched
+        # QEMU has none, there the window is the 2 s of "after"
+        t_window = a_start if last else t_end + 2.0
         return {
             "backend": info["backend"] if info else "unpatched",
             "before_mib": before / 2**20,
@@ -179,13 +191,18 @@ def one_round(qemu, work, sources):
                                      for a in autos) / 2**20
             if autos and all("returned" in a["data"] for a in autos)
             else None,
-            "idle_releases": idle1 - idle0
-            if idle0 is not None and idle1 is not None else None,
+            "idle_during_jobs": idle.between(t_start, t_end),
+            "idle_after_jobs": idle.between(t_end, t_window),
+            # a check on the counting: glibc one malloc_trim(0) per
+            # release, jemalloc one purge per arena
+            "release_calls": idle.between(t_start, t_last, "release"),
             "hmp_rtt_max_after_ms": max(rtt_after) if rtt_after else None,
             "hmp_rtt_max_during_auto_ms": max(rtt_auto)
             if last and rtt_auto else None,
         }
     finally:
+        if idle.is_alive():
+            idle.stop()
         for c in (hmp, qmp):
             if c is not None:
                 c.close()
@@ -233,7 +250,9 @@ def main():
             ("auto_ms", "it took ms", "%.1f"),
             ("auto_rss_drop_mib", "its RSS drop MiB", "%.1f"),
             ("auto_returned_mib", "returned (counted) MiB", "%.1f"),
-            ("idle_releases", "idle releases", "%.0f"),
+            ("idle_during_jobs", "idle calls during the jobs", "%.0f"),
+            ("idle_after_jobs", "idle calls from the last job's end to the "
+             "(last) automatic release (unpatched: 2 s)", "%.0f"),
             ("hmp_rtt_max_after_ms", "worst HMP RTT after end ms", "%.1f"),
             ("hmp_rtt_max_during_auto_ms",
              "worst HMP RTT overlapping the release ms", "%.1f")]

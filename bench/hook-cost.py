@@ -34,8 +34,9 @@ on two workloads that run real QEMU code without Ceph:
              workload where the hook's cost can show.
 
 How often the hook ran is counted in one extra, untimed run per build and
-workload, with an LD_PRELOAD shim that counts the calls of malloc_trim()
-and of mallctl("....decay") (built here from the C source below).
+workload, with the benches' LD_PRELOAD shim (bench/benchlib.py,
+IdleCounter; compiled once into build/bench/idle-counter.so) that counts
+the calls of malloc_trim() and of mallctl("....decay").
 
 The binaries are copied before the rounds (build/ is shared: a rebuild
 meanwhile must not change what is measured).  Rounds: in every round,
@@ -86,6 +87,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path[:0] = [HERE, os.path.join(TOP, "scripts")]
+import benchlib  # noqa: E402  (IdleCounter)
 import cephbench  # noqa: E402  (log_to, mm, OUT)
 import cephlib  # noqa: E402  (machine_cpu_s)
 
@@ -294,71 +296,20 @@ def build_pristine(variant, env, log):
 
 # --- counting the hook's calls -------------------------------------------
 
-COUNTER_C = r"""
-/* Counts malloc_trim() and mallctl("*.decay") calls; written at exit. */
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static unsigned long trims, decays;
-
-int malloc_trim(size_t pad)
-{
-    int (*real)(size_t) = (int (*)(size_t))dlsym(RTLD_NEXT, "malloc_trim");
-
-    __atomic_add_fetch(&trims, 1, __ATOMIC_RELAXED);
-    return real ? real(pad) : 0;
-}
-
-int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
-            size_t newlen)
-{
-    int (*real)(const char *, void *, size_t *, void *, size_t) =
-        (int (*)(const char *, void *, size_t *, void *, size_t))
-        dlsym(RTLD_NEXT, "mallctl");
-
-    if (strstr(name, ".decay")) {
-        __atomic_add_fetch(&decays, 1, __ATOMIC_RELAXED);
-    }
-    return real ? real(name, oldp, oldlenp, newp, newlen) : 2 /* ENOENT */;
-}
-
-__attribute__((destructor)) static void hook_count_report(void)
-{
-    const char *path = getenv("QR_HOOK_COUNT");
-    FILE *f = path ? fopen(path, "w") : NULL;
-
-    if (f) {
-        fprintf(f, "%lu %lu\n", trims, decays);
-        fclose(f);
-    }
-}
-"""
-
-
-def build_counter(directory):
-    src = os.path.join(directory, "hook-count.c")
-    so = os.path.join(directory, "hook-count.so")
-    with open(src, "w") as f:
-        f.write(COUNTER_C)
-    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl"],
+def count_hook_calls(argv, tmp):
+    """(malloc_trim calls, arena decay calls) in one run of argv, counted
+    by benchlib's LD_PRELOAD shim: malloc_trim() of any pad (qemu-img
+    runs no release, so all of them are the idle hook's), and mallctl()
+    of names ending in ".decay"."""
+    counter = benchlib.IdleCounter(os.path.join(tmp, "hook-count"))
+    subprocess.run(argv, env=counter.env(), stdout=subprocess.DEVNULL,
                    check=True)
-    return so
-
-
-def count_hook_calls(argv, counter_so, tmp):
-    """(malloc_trim calls, arena decay calls) in one run of argv."""
-    path = os.path.join(tmp, "hook-count.txt")
-    if os.path.exists(path):
-        os.unlink(path)
-    subprocess.run(argv, env=dict(os.environ, LD_PRELOAD=counter_so,
-                                  QR_HOOK_COUNT=path),
-                   stdout=subprocess.DEVNULL, check=True)
-    with open(path) as f:
-        trims, decays = f.read().split()
-    return int(trims), int(decays)
+    counts = counter.read()
+    if counts is None:
+        raise RuntimeError("the counting shim was not loaded into %s"
+                           % argv[0])
+    return (counts["idle_trims"] + counts["release_trims"],
+            counts["idle_decays"])
 
 
 # --- workloads -----------------------------------------------------------
@@ -549,12 +500,14 @@ def main():
     ap.add_argument("--build-only", action="store_true",
                     help="set up and build the pristine qemu-img, no runs")
     ap.add_argument("--selftest", action="store_true",
-                    help="check the Wilcoxon p-values and exit")
+                    help="check the Wilcoxon p-values and the counting "
+                    "shim, and exit")
     ap.add_argument("--report", nargs="+", metavar="JSON",
                     help="print the tables of saved runs (pooled), no runs")
     args = ap.parse_args()
     if args.selftest:
         selftest()
+        benchlib.idle_counter_selftest()
         return
     if args.report:
         report_files(args.report, print)
@@ -614,7 +567,6 @@ def snapshot(imgs, tmp, log):
 
 def run(args, env, imgs, workloads, tmp, log, t_start):
     snapshot(imgs, tmp, log)
-    counter = build_counter(tmp)
     counts = {w.name: {v: {} for v in args.variants} for w in workloads}
     for w in workloads:
         for v in args.variants:
@@ -623,7 +575,7 @@ def run(args, env, imgs, workloads, tmp, log, t_start):
                     w.check(imgs[v][b])
                 # also the warm-up: binaries and the file in the page cache
                 counts[w.name][v][b] = count_hook_calls(
-                    w.argv(imgs[v][b]), counter, tmp)
+                    w.argv(imgs[v][b]), tmp)
                 log("%s %s %s: %d malloc_trim, %d arena decay calls" % (
                     w.name, v, b, *counts[w.name][v][b]))
     load0 = loadavg()

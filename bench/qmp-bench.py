@@ -40,11 +40,12 @@ its heap at free(); --glibc-default drops it).  Per round:
      overlapped the window at all, including the one in flight when the
      release started: where the main loop waits for the release, that
      one waits longest, and it did not start "during".
-  5. "info allocator" (HMP, through the main socket) before the backup
-     and after the event: the RCU thread's idle-time releases in the
-     round, which v2 cannot switch off and QMP does not count; the first
-     v2 builds printed their number there, the current v2 sources count
-     them nowhere (the column is then "-").  An idle
+  5. the RCU thread's idle-time releases, which v2 cannot switch off and
+     QEMU counts nowhere, are counted by benchlib's LD_PRELOAD shim
+     (IdleCounter: malloc_trim(4 MiB) in glibc builds, arena decays in
+     jemalloc builds, none in tcmalloc builds), read before the backup,
+     when its end was seen, when our release was sent, and at the end:
+     in the round, and between the backup's end and our release.  An idle
      release, or the allocator's own purging, between the backup's end and
      ours returns part of the heap first: "RSS ... at release start" (the
      event's process-rss-before) shows what was left for ours.
@@ -68,7 +69,7 @@ the rounds: release duration, round trips during it, their median and
 worst (median of the per-round worst, and the worst of all rounds), the
 worst overlapping, the round trip at rest (median of --rest-pings), when
 the release command itself was answered, RSS at the backup's peak, when
-the release started and ended, returned, idle releases.  No percentiles
+the release started and ended, returned, idle calls.  No percentiles
 beyond the median: the rounds have from 0 to ~200 round trips during a
 release, too few for a p99.
 
@@ -114,10 +115,12 @@ def one_round(qemu, work, source, mode, rest_pings):
     second = (["-qmp", "unix:%s,server=on,wait=off" % mon_path]
               if mode == "qmp-peer" else
               ["-monitor", "unix:%s,server=on,wait=off" % mon_path])
-    proc = benchlib.start_qemu(qemu, qmp_path, [
-        "-blockdev", "file,node-name=src,filename=%s" % source,
-        "-blockdev", "null-co,node-name=tgt,size=%d,latency-ns=50000000"
-        % SIZE] + second, log=os.path.join(work, "qemu.log"))
+    counter = benchlib.IdleCounter(os.path.join(work, "idle-counter"))
+    with counter.preloaded():
+        proc = benchlib.start_qemu(qemu, qmp_path, [
+            "-blockdev", "file,node-name=src,filename=%s" % source,
+            "-blockdev", "null-co,node-name=tgt,size=%d,latency-ns=50000000"
+            % SIZE] + second, log=os.path.join(work, "qemu.log"))
     qmp = mon = None
     try:
         qmp = benchlib.AsyncQMP(qmp_path)
@@ -137,8 +140,8 @@ def one_round(qemu, work, source, mode, rest_pings):
             raise SystemExit("%s has no x-query-allocator-stats: not a "
                              "build of the series" % qemu)
         backend = info["backend"]
-        idle0 = benchlib.idle_releases(qmp)
-        time.sleep(0.2)     # the stats read "info allocator" started
+        idle0 = benchlib.idle_releases(counter)
+        time.sleep(0.2)     # settle after the statistics read
 
         rest = []
         for _ in range(rest_pings):
@@ -163,6 +166,7 @@ def one_round(qemu, work, source, mode, rest_pings):
                 raise RuntimeError("the backup did not end in 120 s")
         if "error" in done[2]["data"]:
             raise RuntimeError("backup failed: %s" % done[2]["data"])
+        idle_done = benchlib.idle_releases(counter)
         n_rel = len(qmp.events)
 
         # The release, with the pinger running
@@ -171,6 +175,7 @@ def one_round(qemu, work, source, mode, rest_pings):
         th = threading.Thread(target=pinger, args=(ping, pings, stop))
         th.start()
         rss_start = benchlib.rss(proc.pid)
+        idle_send = benchlib.idle_releases(counter)
         if mode == "hmp":
             t_send = qmp.send("human-monitor-command",
                               **{"command-line": "release_free_memory"})
@@ -201,7 +206,7 @@ def one_round(qemu, work, source, mode, rest_pings):
             if m["data"]["trigger"] == "automatic"
             and m["timestamp"]["seconds"] + m["timestamp"]["microseconds"]
             / 1e6 <= rel_end]
-        idle1 = benchlib.idle_releases(qmp)
+        idle1 = benchlib.idle_releases(counter)
         qmp.cmd("quit")
         before = data.get("process-rss-before")
         after = data.get("process-rss-after")
@@ -233,6 +238,8 @@ def one_round(qemu, work, source, mode, rest_pings):
             "automatic_before_ours": len(autos_before),
             "idle_releases": idle1 - idle0
             if idle0 is not None and idle1 is not None else None,
+            "idle_before_release": idle_send - idle_done
+            if idle_done is not None and idle_send is not None else None,
         }
     finally:
         for c in (mon, qmp):
@@ -302,7 +309,8 @@ def main():
            "worst RTT overlapping the release ms (worst round)",
            "RTT at rest median ms", "command answered after ms",
            "RSS peak / at release start / after MiB", "returned MiB",
-           "idle releases (all rounds)", "rounds w/o RTT during"]
+           "idle calls, all rounds (of them between the backup's end and "
+           "the release)", "rounds w/o RTT during"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name, _ in builds:
@@ -316,6 +324,7 @@ def main():
             worst = [x["rtt_during_max_ms"] for x in res
                      if x["rtt_during_max_ms"] is not None]
             idle = [x["idle_releases"] for x in res]
+            idle_before = [x["idle_before_release"] for x in res]
             print("| %s |" % " | ".join([
                 name, res[0]["backend"],
                 "QMP" if mode == "qmp" else "HMP" if mode == "hmp"
@@ -337,7 +346,9 @@ def main():
                 m("returned_mib", "%.1f") if any(
                     x["returned_mib"] is not None for x in res)
                 else "not counted",
-                "-" if None in idle else str(sum(idle)),
+                "%s (%s)" % ("-" if None in idle else sum(idle),
+                             "-" if None in idle_before
+                             else sum(idle_before)),
                 str(sum(1 for x in n if not x))]))
 
 

@@ -8,7 +8,8 @@ x-release-free-memory and x-query-allocator-stats.  Prints, from the
 first cycle on: RSS after the release (first, min, max, last, and the
 growth last - first), the allocator's allocated bytes (first, max, last,
 growth: a leak shows here), and release latency, median of the first and
-of the last tenth of the cycles (it must not drift).  Run by hand;
+of the last tenth of the cycles (it must not drift; the header says how
+many cycles a tenth is).  Run by hand;
 --cycles 2000 takes about 10 minutes a build.
 
 v2 cannot switch the automatic release off (v1 ran with
@@ -17,10 +18,11 @@ requests within a second are coalesced, cycles shorter than a second
 push it back until the last one; longer cycles get theirs (it runs after
 or before our manual release, never at the same time).  The automatic
 releases seen (ALLOCATOR_MEMORY_RELEASED, trigger automatic) and the RCU
-thread's idle-time releases (where HMP "info allocator" prints their
-number, as the first v2 builds did; QMP has no such counter, nor do the
-current v2 sources: then "-") are printed per build.  x-release-free-memory no longer returns
-the statistics: allocated comes from x-query-allocator-stats right after.
+thread's idle-time releases (which QEMU counts nowhere: counted by
+benchlib's LD_PRELOAD shim, IdleCounter; malloc_trim(4 MiB) in glibc
+builds, arena decays in jemalloc builds, none in tcmalloc builds) are
+printed per build.  x-release-free-memory no longer returns the
+statistics: allocated comes from x-query-allocator-stats right after.
 
 Usage: soak-bench.py [--cycles N] [NAME=QEMU_BINARY ...]
        (default: build/build-{system,tcmalloc,jemalloc}/qemu-system-x86_64)
@@ -43,13 +45,16 @@ SIZE = 64 << 20
 
 def soak(qemu, work, src, cycles):
     sock = os.path.join(work, "qmp.sock")
-    proc = benchlib.start_qemu(qemu, sock, log=os.path.join(work, "qemu.log"))
+    counter = benchlib.IdleCounter(os.path.join(work, "idle-counter"))
+    with counter.preloaded():
+        proc = benchlib.start_qemu(qemu, sock,
+                                   log=os.path.join(work, "qemu.log"))
     qmp = None
     try:
         qmp = benchlib.SyncQMP(sock)
         if benchlib.allocator_info(qmp) is None:
             raise SystemExit("%s has no x-query-allocator-stats" % qemu)
-        idle0 = benchlib.idle_releases(qmp)
+        idle0 = benchlib.idle_releases(counter)
         qmp.cmd("blockdev-add", driver="raw", **{"node-name": "src"},
                 file={"driver": "file", "filename": src})
         qmp.cmd("blockdev-add", driver="null-co", size=SIZE,
@@ -78,7 +83,7 @@ def soak(qemu, work, src, cycles):
             if (i + 1) % max(1, cycles // 10) == 0:
                 print("#   %d cycles, RSS %.1f MiB, release %.2f ms"
                       % (i + 1, rows[-1][0] / 2**20, rows[-1][2]), flush=True)
-        idle1 = benchlib.idle_releases(qmp)
+        idle1 = benchlib.idle_releases(counter)
         info = qmp.cmd("x-query-allocator-stats")
         qmp.cmd("quit")
         return rows, {
@@ -119,8 +124,8 @@ def main():
         print("| build | backend | cycles | RSS after release MiB: first / "
               "min / max / last (last - first) | allocated MiB: first / max "
               "/ last (last - first) | release ms, median of first / last "
-              "tenth | manual releases | automatic releases (seen) | idle "
-              "releases |")
+              "tenth (%d cycles each) | manual releases | automatic "
+              "releases (seen) | idle calls |" % max(1, args.cycles // 10))
         print("|---|---|---|---|---|---|---|---|---|")
         for name, qemu in builds:
             rows, c = soak(qemu, work, src, args.cycles)
