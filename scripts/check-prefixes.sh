@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Check that every prefix of the series builds, tests included, in every
 # variant (one logical change per patch, bisectable): check out each
-# patch's commit in the generated tree and build each variant's build
-# directory incrementally, then return to the full series.
+# patch's commit in the generated tree and build each variant
+# incrementally, then return to the full series.  The guest-capable
+# variants are built without the guest's TCG and devices, which the series
+# does not touch (QR_PREFIX_BUILDS, scripts/build.sh: build/prefix-VARIANT).
 #   scripts/check-prefixes.sh [variant...]     (default: all)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -12,13 +14,14 @@ variants=("$@")
 [ ${#variants[@]} -gt 0 ] || read -r -a variants <<<"$QR_VARIANTS_ALL"
 "$QR_TOP/scripts/tree.sh"
 cd "$QR_TREE"
+export QR_PREFIX_BUILDS=1
 head=$(git rev-parse HEAD)
 trap 'git -C "$QR_TREE" checkout -q "$head" 2>/dev/null; git -C "$QR_TREE" checkout -q master 2>/dev/null || true' EXIT
 n=0
 total=$(git rev-list --count baseline..HEAD)
 for c in $(git rev-list --reverse baseline.."$head"); do
     n=$((n + 1))
-    # The last prefix is the series itself, which the variants' builds are.
+    # The last prefix is the series itself: built after the loop.
     [ "$n" -lt "$total" ] || break
     git checkout -q "$c"
     step "Prefix $n/$total: $(git log -1 --format=%s "$c")"
