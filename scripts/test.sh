@@ -133,6 +133,16 @@ stage() {
 # All of it in one function: bash has read the whole of it before it runs,
 # so editing this file during a run cannot change the run.
 main() {
+    # A variant left out with QR_VARIANTS (for a quick local run) is
+    # counted as a skip, never silently.
+    local all
+    for all in $QR_VARIANTS_ALL; do
+        case " ${variants[*]} " in
+        *" $all "*) ;;
+        *) skipped=$((skipped + 1))
+           skips+=("variant $all: QR_VARIANTS is set (\"${variants[*]}\")") ;;
+        esac
+    done
     stage "packages"
     "$QR_TOP/scripts/deps.sh"
     stage "tree and builds"
