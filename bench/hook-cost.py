@@ -424,17 +424,24 @@ def hook_calls(calls):
     return ", ".join(words) or "none"
 
 
+def table_head(log, title, columns):
+    """A markdown table's title, header and separator."""
+    log("")
+    log(title)
+    log("")
+    log("| " + " | ".join(columns) + " |")
+    log("|" + "---|" * len(columns))
+
+
 def report(res, counts, log):
     """res[workload][variant][build]: the runs' figures, in round order;
     counts[workload][variant][build]: [(malloc_trim, decay) calls] of the
     counting runs (one per file when several runs are reported)."""
-    log("")
-    log("Per build, median (min - max) over the rounds; CPU = user + sys of "
-        "qemu-img; others = CPUs other processes used during the run:")
-    log("")
-    log("| workload | variant | build | throughput | CPU s | user / sys s | "
-        "others CPUs | idle-hook calls per run |")
-    log("|---|---|---|---|---|---|---|---|")
+    table_head(log, "Per build, median (min - max) over the rounds; CPU = "
+               "user + sys of qemu-img; others = CPUs other processes used "
+               "during the run:",
+               ["workload", "variant", "build", "throughput", "CPU s",
+                "user / sys s", "others CPUs", "idle-hook calls per run"])
     for w, per_variant in res.items():
         for v, per_build in per_variant.items():
             for b, rs in per_build.items():
@@ -446,13 +453,11 @@ def report(res, counts, log):
                     statistics.median(x["sys_s"] for x in rs),
                     cephbench.mm([x["others"] for x in rs], "%.2f"),
                     hook_calls(calls)))
-    log("")
-    log("Pairs (patched vs pristine, same round), median (min - max) of the "
-        "differences in %; p = exact two-sided Wilcoxon signed-rank:")
-    log("")
-    log("| workload | variant | pairs | throughput % | lower in | p | CPU % | "
-        "lower in | p |")
-    log("|---|---|---|---|---|---|---|---|---|")
+    table_head(log, "Pairs (patched vs pristine, same round), median (min - "
+               "max) of the differences in %; p = exact two-sided Wilcoxon "
+               "signed-rank:",
+               ["workload", "variant", "pairs", "throughput %", "lower in",
+                "p", "CPU %", "lower in", "p"])
     for w, per_variant in res.items():
         for v, per_build in per_variant.items():
             a, b = per_build["patched"], per_build["pristine"]
