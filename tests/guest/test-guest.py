@@ -17,8 +17,9 @@ virtio-blk disks: vda (the guest's data) and vdb (the backup's target).
      automatic release follows; QEMU's RSS is back within 25 MiB of its
      value before the backup; the allocator's figures (statistics, each
      release's "returned") stay below what QEMU holds besides guest RAM;
-     the guest keeps running through a manual release (it finishes a
-     verify of its disk meanwhile, and answers afterwards).
+     the guest keeps running through a manual release during a second,
+     paused backup (it finishes reading its disk meanwhile, and answers
+     afterwards).
 
 Where the build's allocator cannot release ("system"), the release
 checks are skipped with the reason.
@@ -61,6 +62,27 @@ def wait_event(qmp, name, count, timeout, what):
             time.sleep(0.05)
     finally:
         qmp.sock.settimeout(60)
+
+
+def pause_job(qmp, job, offset):
+    """Pause a running job once it copied `offset` bytes; wait until it is
+    paused (its requests in flight done)."""
+    deadline = time.monotonic() + 300
+    while True:
+        j = {x["id"]: x for x in qmp.cmd("query-jobs")}.get(job)
+        if j is None or j["status"] not in ("created", "running"):
+            raise RuntimeError("job %s is %s before it could be paused"
+                               % (job, j and j["status"]))
+        if j["current-progress"] >= offset:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("job %s made no progress in 300 s" % job)
+        time.sleep(0.02)
+    qmp.cmd("job-pause", id=job)
+    while {x["id"]: x for x in qmp.cmd("query-jobs")}[job]["status"] != "paused":
+        if time.monotonic() > deadline:
+            raise RuntimeError("job %s did not pause in 300 s" % job)
+        time.sleep(0.02)
 
 
 def releases(qmp, trigger):
@@ -186,17 +208,23 @@ def run(qemu, guest_dir, work):
             tap(g.poweroff() == 0, "the guest powers off, QEMU exits 0")
             return
 
-        # A second backup; the moment it ends (before the automatic release,
-        # 1 s later), a manual release while the guest reads its disk
+        # A second backup, paused on its way: its workers' buffers are back
+        # in the allocator and, while the job exists, no automatic release
+        # can take them first, however slow this machine is.  A manual
+        # release then, while the guest reads its disk.
         qmp.cmd("blockdev-backup", device="disk0", target="slow1",
-                sync="full", **{"job-id": "bk2", "x-perf": X_PERF})
-        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2, 300, "for the second backup")
+                sync="full", speed=32 * MiB,
+                **{"job-id": "bk2", "x-perf": X_PERF})
+        pause_job(qmp, "bk2", 16 * MiB)
         job = g.start_job("io-latency vda 2")
         before = qmp.cmd("x-query-allocator-stats")["stats"]
         rel = qmp.cmd("x-release-free-memory")
         after = qmp.cmd("x-query-allocator-stats")["stats"]
         reads = g.wait(job, check=False)
         pong = g.cmd("ping after", check=False)
+        qmp.cmd("job-resume", id="bk2")
+        qmp.cmd("block-job-set-speed", device="bk2", speed=0)
+        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2, 300, "for the second backup")
         tap(reads.get("ok") and reads.get("count", 0) > 0
             and pong.get("pong") == "after",
             "the guest keeps running through a manual release",
