@@ -24,29 +24,11 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
-from qmplib import QMP, rss, start_qemu  # noqa: E402,F401
+from qmplib import QMP, connect_unix, rss, start_qemu  # noqa: E402,F401
 
 # What tests/qtest/allocator-test.c sets for its backups: glibc would
 # otherwise return what is at the top of its heap by itself at free().
 GLIBC_NO_TRIM = "glibc.malloc.trim_threshold=4294967296"
-
-
-def connect_unix(path, timeout=None, deadline_s=10):
-    """Connect to a listening unix socket.  QEMU creates the file with
-    bind() before it calls listen(): until then a connect is refused."""
-    end = time.monotonic() + deadline_s
-    while True:
-        sock = socket.socket(socket.AF_UNIX)
-        if timeout:
-            sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            return sock
-        except (ConnectionRefusedError, FileNotFoundError):
-            sock.close()
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.01)
 
 
 class AsyncQMP:
@@ -155,19 +137,8 @@ class CommandNotFound(RuntimeError):
     pass
 
 
-class SyncQMP(QMP):
-    """scripts/qmplib.py's QMP, connected with connect_unix()."""
-
-    def __init__(self, path, timeout=None):
-        # what QMP.__init__ does, on a socket connected with retries
-        self.sock = connect_unix(path, timeout)
-        self.file = self.sock.makefile("r")
-        self.events = []
-        json.loads(self.file.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    def close(self):
-        self.sock.close()
+# scripts/qmplib.py's QMP connects with retries and has close() now
+SyncQMP = QMP
 
 
 class HMP:

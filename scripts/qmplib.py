@@ -10,14 +10,29 @@ import subprocess
 import time
 
 
+def connect_unix(path, timeout=None, deadline_s=10):
+    """Connect to a listening unix socket.  QEMU creates the file with
+    bind() before it calls listen(): until then a connect is refused."""
+    end = time.monotonic() + deadline_s
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        if timeout:
+            sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.01)
+
+
 class QMP:
     """One QMP connection; events are kept in .events as they arrive."""
 
     def __init__(self, path, timeout=None):
-        self.sock = socket.socket(socket.AF_UNIX)
-        if timeout:
-            self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        self.sock = connect_unix(path, timeout)
         # Read-only file; commands go out with sendall().  A text file
         # opened "rw" on a socket drops the lines it has read ahead (an
         # event that came in the same chunk as a reply) at the next write:
@@ -26,6 +41,9 @@ class QMP:
         self.events = []
         json.loads(self.file.readline())  # greeting
         self.cmd("qmp_capabilities")
+
+    def close(self):
+        self.sock.close()
 
     def send(self, name, **args):
         self.sock.sendall((json.dumps({"execute": name, "arguments": args})
