@@ -111,11 +111,10 @@ guest_devices() {
     local f=$QR_TREE/configs/devices/x86_64-softmmu/$GUEST_DEVICES.mak
     # USB_HID: QEMU's usb-hcd-uhci-test, which runs wherever UHCI is built
     # (the pc machine's PIIX brings it), plugs a usb-tablet.
-    # CXL (with its type-3 device, PXB and PCI_EXPRESS: it needs them to
-    # link and to be enabled) only because
+    # CXL, its type-3 device, PXB, PCI_EXPRESS and PCIE_PORT only because
     # 10.2's Kconfig selects ACPI_CXL for every x86 ACPI machine, and
-    # hw/acpi/cxl.c then needs CXL to link; with default devices CXL is
-    # on by default, here (--allnoconfig) nothing is unless named.
+    # hw/acpi/cxl.c then needs all of them to link and start; with default
+    # devices they are on by default, here (--allnoconfig) only if named.
     printf '%s\n' "# The test guest's machine (scripts/build.sh; tests/guest)" \
         CONFIG_I440FX=y CONFIG_VIRTIO_PCI=y CONFIG_VIRTIO_BLK=y \
         CONFIG_USB_HID=y \
