@@ -74,17 +74,6 @@ class Pinger(threading.Thread):
                    default=None)
 
 
-def wait_event(qmp, name, n):
-    """The n-th event `name` (the whole message: its timestamp too)."""
-    deadline = time.monotonic() + 300
-    while qmp.count_events(name) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("no %s number %d in 300 s" % (name, n))
-        qmp.cmd("query-status")
-        time.sleep(0.02)
-    return [e for e in qmp.events if e["event"] == name][n - 1]
-
-
 def event_time(msg):
     """When QEMU sent the event (CLOCK_REALTIME, as time.time())."""
     ts = msg["timestamp"]
@@ -145,8 +134,8 @@ def one_round(qemu, guest_dir, work, rnd, accel):
                 **{"node-name": "slow1", "throttle-group": "slow"})
         backup(qmp, "bk1")
         g.cmd("write vda B %d" % (DISK_MIB // 2))
-        done = wait_event(qmp, "BLOCK_JOB_COMPLETED", 1)
-        auto = wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 1)
+        done = qmp.wait_event("BLOCK_JOB_COMPLETED", 1)
+        auto = qmp.wait_event("ALLOCATOR_MEMORY_RELEASED", 1)
         on = rss(g.proc.pid)
         auto_start = event_time(auto) - auto["data"]["duration-us"] / 1e6
         auto = auto["data"]
@@ -165,9 +154,9 @@ def one_round(qemu, guest_dir, work, rnd, accel):
         order = (True, False) if rnd % 2 == 0 else (False, True)
         for n, release in enumerate(order):
             backup(qmp, "bk%d" % (n + 2))
-            wait_event(qmp, "BLOCK_JOB_COMPLETED", n + 2)
+            qmp.wait_event("BLOCK_JOB_COMPLETED", n + 2)
             if not release:
-                wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED",
+                qmp.wait_event("ALLOCATOR_MEMORY_RELEASED",
                            len([e for e in qmp.events if e["event"] ==
                                 "ALLOCATOR_MEMORY_RELEASED"]) + 1)
             w = window(g, qmp, pinger, idle, release)

@@ -26,14 +26,6 @@ def mib(n):
     return "%.1f MiB" % (n / MiB)
 
 
-def wait_event(qmp, name, n=1):
-    """The n-th event called name, once it has come."""
-    while qmp.count_events(name) < n:
-        qmp.cmd("query-status")
-        time.sleep(0.05)
-    return [e for e in qmp.events if e["event"] == name][n - 1]
-
-
 def show(title, text):
     print("\n-- " + title)
     print(text.rstrip())
@@ -81,13 +73,13 @@ def main():
                     "use-copy-range": False, "max-workers": 64,
                     "max-chunk": 2 * MiB}})
         w = g.cmd("write vda B %d" % (DISK_MIB // 2))
-        wait_event(qmp, "BLOCK_JOB_COMPLETED")
+        qmp.wait_event("BLOCK_JOB_COMPLETED")
         print("the guest's write took %.2f s; the backup completed; RSS %s (%+.1f MiB)"
               % (w["seconds"], mib(rss(g.proc.pid)),
                  (rss(g.proc.pid) - before) / MiB))
         show("(qemu) info allocator   (right after the backup)",
              qmp.hmp("info allocator"))
-        ev = wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED")["data"]
+        ev = qmp.wait_event("ALLOCATOR_MEMORY_RELEASED")["data"]
         show("ALLOCATOR_MEMORY_RELEASED: QEMU released by itself, 1 s after "
              "the backup", json.dumps(ev))
         print("RSS now %s (%+.1f MiB against before the backup)"
@@ -104,7 +96,7 @@ def main():
                 sync="full", **{"job-id": "backup1", "x-perf": {
                     "use-copy-range": False, "max-workers": 64,
                     "max-chunk": 2 * MiB}})
-        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2)
+        qmp.wait_event("BLOCK_JOB_COMPLETED", 2)
         job = g.start_job("stall 2")
         time.sleep(0.5)
         rel = qmp.cmd("x-release-free-memory")
@@ -112,7 +104,7 @@ def main():
         print("with:    " + stall_line(with_rel))
         show("x-release-free-memory (QMP), right after a second backup",
              json.dumps(rel))
-        wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 3)
+        qmp.wait_event("ALLOCATOR_MEMORY_RELEASED", 3)
         show("(qemu) info allocator", qmp.hmp("info allocator"))
         print("\nRSS from /proc at the end: %s (%+.1f MiB against before the "
               "first backup)" % (mib(rss(g.proc.pid)),

@@ -69,6 +69,18 @@ class QMP:
     def hmp(self, line):
         return self.cmd("human-monitor-command", **{"command-line": line})
 
+    def wait_event(self, name, n=1, timeout=300):
+        """The n-th event `name` (the whole message), once it has come;
+        QEMU is asked for its status meanwhile, which reads what it sent."""
+        deadline = time.monotonic() + timeout
+        while self.count_events(name) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no %s number %d within %d s"
+                                   % (name, n, timeout))
+            self.cmd("query-status")
+            time.sleep(0.02)
+        return [e for e in self.events if e["event"] == name][n - 1]
+
     def count_events(self, name):
         return sum(1 for e in self.events if e["event"] == name)
 

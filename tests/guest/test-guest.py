@@ -47,23 +47,6 @@ def mib(n):
     return "%.1f MiB" % (n / MiB)
 
 
-def wait_event(qmp, name, count, timeout, what):
-    """Wait until `count` events `name` arrived (read while waiting)."""
-    deadline = time.monotonic() + timeout
-    qmp.sock.settimeout(1)
-    try:
-        while qmp.count_events(name) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError("no %s within %d s %s" % (name, timeout, what))
-            try:
-                qmp.cmd("query-status")
-            except OSError:
-                pass
-            time.sleep(0.05)
-    finally:
-        qmp.sock.settimeout(60)
-
-
 def pause_job(qmp, job, offset):
     """Pause a running job once it copied `offset` bytes; wait until it is
     paused (its requests in flight done)."""
@@ -150,8 +133,7 @@ def run(qemu, guest_dir, work):
         qmp.cmd("job-dismiss", id="bk")
 
         if can_release:
-            wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 1, 60,
-                       "after the backup")
+            qmp.wait_event("ALLOCATOR_MEMORY_RELEASED", 1, 60)
             rss_after = rss(g.proc.pid)
             auto = releases(qmp, "automatic")[0]
             tap(rss_after <= rss_before + RSS_SLACK,
@@ -224,7 +206,7 @@ def run(qemu, guest_dir, work):
         pong = g.cmd("ping after", check=False)
         qmp.cmd("job-resume", id="bk2")
         qmp.cmd("block-job-set-speed", device="bk2", speed=0)
-        wait_event(qmp, "BLOCK_JOB_COMPLETED", 2, 300, "for the second backup")
+        qmp.wait_event("BLOCK_JOB_COMPLETED", 2, 300)
         tap(reads.get("ok") and reads.get("count", 0) > 0
             and pong.get("pong") == "after",
             "the guest keeps running through a manual release",
@@ -247,8 +229,7 @@ def run(qemu, guest_dir, work):
             skip("a release returns what the allocator counts, no more",
                  "the %s allocator does not count returned memory" % backend)
 
-        wait_event(qmp, "ALLOCATOR_MEMORY_RELEASED", 3, 60,
-                   "after the second backup")
+        qmp.wait_event("ALLOCATOR_MEMORY_RELEASED", 3, 60)
         # the second backup copied vda as the guest had left it
         target = g.cmd("verify vdb B %d" % (DISK_MIB // 2), check=False)
         own = g.cmd("verify vda B %d" % (DISK_MIB // 2), check=False)
