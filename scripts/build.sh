@@ -49,18 +49,6 @@ variant_target() {
 GUEST_DEVICES=qr-guest
 GUEST_FIRMWARE=(/usr/share/seabios /usr/share/qemu)
 GUEST="--enable-tcg --with-devices-x86_64=$GUEST_DEVICES --firmwarepath=$(IFS=:; echo "${GUEST_FIRMWARE[*]}")"
-# QR_PREFIX_BUILDS=1 (scripts/check-prefixes.sh): the guest-capable
-# variants without the guest's TCG and devices, in $QR_WORK/prefix-VARIANT
-# (the others are the same builds as ever).  The series touches neither,
-# and at every prefix a guest-capable build would recompile some 1,500
-# files again.
-guest_variant() {
-    case "$1" in system|tcmalloc|jemalloc) return 0 ;; *) return 1 ;; esac
-}
-if [ -n "${QR_PREFIX_BUILDS:-}" ]; then
-    GUEST=--disable-tcg
-fi
-
 variant_flags() {
     case "$1" in
     system)   echo "$GUEST" --enable-malloc-trim --enable-rbd ;;
@@ -132,9 +120,6 @@ guest_devices
 for v in "${variants[@]}"; do
     step "Building QEMU variant '$v'"
     dir=$QR_WORK/build-$v
-    if [ -n "${QR_PREFIX_BUILDS:-}" ] && guest_variant "$v"; then
-        dir=$QR_WORK/prefix-$v
-    fi
     common=("${COMMON[@]/#--target-list=*/--target-list=$(variant_target "$v")}")
     flags="${common[*]} $(variant_flags "$v") ${QR_EXTRA_CONFIGURE:-}"
     mkdir -p "$dir"
