@@ -145,10 +145,29 @@ main() {
     done
     stage "packages"
     "$QR_TOP/scripts/deps.sh"
-    stage "tree and builds"
+    stage "tree, every prefix and the builds"
     "$QR_TOP/scripts/tree.sh"
-    "$QR_TOP/scripts/build.sh" "${variants[@]}"
     mkdir -p "$LOGS"
+    # Every prefix of the series builds, all targets, walking forward to
+    # the series itself in every variant (scripts/check-prefixes.sh): the
+    # walk is the builds.  QR_SKIP_PREFIXES=1 (for a quick local run) is
+    # counted as a skip, never silently.
+    if [ -n "${QR_SKIP_PREFIXES:-}" ]; then
+        skipped=$((skipped + 1))
+        skips+=("prefixes: QR_SKIP_PREFIXES is set")
+    else
+        step "Every prefix of the series builds (${variants[*]})"
+        # Shown as it goes (a long stage), and kept in the log
+        if "$QR_TOP/scripts/check-prefixes.sh" "${variants[@]}" 2>&1 |
+                tee "$LOGS/prefixes.log" >&2; then
+            count prefixes 0 "$(tail -n 1 "$LOGS/prefixes.log" | sed 's/^ *//')"
+        else
+            count prefixes 1 "see $LOGS/prefixes.log"
+        fi
+    fi
+    # The series itself, whatever the walk found (nothing left to do if
+    # it got there): the tests need every variant built.
+    "$QR_TOP/scripts/build.sh" "${variants[@]}"
     stage "runner self-test and series checks"
     step "The test command's own TAP counting"
     run_tap runner-selftest "$QR_PYTHON" "$QR_TOP/tests/test-tapcount.py"
@@ -229,18 +248,6 @@ main() {
     stage "QEMU's manual"
     step "QEMU's manual with the series"
     run_check docs "$QR_TOP/scripts/check-docs.sh" || true
-
-    # Last, as it checks out older commits: every prefix of the series builds,
-    # all targets, in every variant.  QR_SKIP_PREFIXES=1 (for a quick local
-    # run) is counted as a skip, never silently.
-    if [ -n "${QR_SKIP_PREFIXES:-}" ]; then
-        skipped=$((skipped + 1))
-        skips+=("prefixes: QR_SKIP_PREFIXES is set")
-    else
-        stage "every prefix, every variant"
-        step "Every prefix of the series builds (${variants[*]})"
-        run_check prefixes "$QR_TOP/scripts/check-prefixes.sh" "${variants[@]}" || true
-    fi
 
     stage "end"
     step "Summary"
