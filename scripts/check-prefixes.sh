@@ -15,8 +15,10 @@
 # Its prefixes would find nothing the others do not, at the price of the
 # slowest compiler runs of all.
 #   scripts/check-prefixes.sh [variant...]     (default: all)
-# Exits non-zero if a prefix does not build (after trying the others and
-# the series itself).
+# Exits non-zero if a prefix does not build in a variant (after trying the
+# others and the series itself).  In a checkout whose builds already hold
+# the series, the walk first goes back to patch 1: a fresh clone's walk
+# (CI's) pays only the way forward.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -29,7 +31,10 @@ done
 
 "$QR_TOP/scripts/tree.sh"
 cd "$QR_TREE"
-git checkout -q master
+# tree.sh left the series checked out on master.  Edits by hand would
+# be carried into every prefix (or stop a checkout): fold them in first.
+[ -z "$(git status --porcelain --untracked-files=no)" ] ||
+    die "edits by hand in $QR_TREE: fold them in with scripts/fixup.sh PATCH first"
 trap 'git -C "$QR_TREE" checkout -q master' EXIT
 total=$(git rev-list --count baseline..master)
 n=0
@@ -43,8 +48,10 @@ if [ ${#walkers[@]} -gt 0 ]; then
         step "Prefix $n/$total: $(git log -1 --format=%s "$c")"
         start=$SECONDS
         # A prefix that does not build is reported; the walk goes on.
-        QR_TARGETS='' "$QR_TOP/scripts/build.sh" "${walkers[@]}" ||
-            broken+=("$n ($(git log -1 --format=%s "$c"))")
+        for v in "${walkers[@]}"; do
+            QR_TARGETS='' "$QR_TOP/scripts/build.sh" "$v" ||
+                broken+=("patch $n ($(git log -1 --format=%s "$c")) in $v")
+        done
         info "prefix $n: $((SECONDS - start)) s"
     done
 fi
@@ -54,6 +61,12 @@ start=$SECONDS
 QR_TARGETS='' "$QR_TOP/scripts/build.sh" "${variants[@]}" ||
     die "the series itself does not build"
 info "prefix $total: $((SECONDS - start)) s"
-[ ${#broken[@]} -eq 0 ] ||
-    die "the series does not build after patch $(IFS=,; echo "${broken[*]}")"
-info "all $total prefixes build, all targets (${walkers[*]}; ${variants[*]} at the last)"
+if [ ${#broken[@]} -gt 0 ]; then
+    printf -v list '\n  %s' "${broken[@]}"
+    die "the series does not build after:$list"
+fi
+if [ ${#walkers[@]} -eq 0 ]; then
+    info "the series builds, all targets (${variants[*]}); no variant walked its prefixes"
+else
+    info "all $total prefixes build, all targets (${walkers[*]}; ${variants[*]} at the last)"
+fi

@@ -52,14 +52,26 @@ cd "$QR_TREE"
 head=$("$QR_PYTHON" "$QR_TOP/scripts/series.py" commit "$QR_TREE" baseline \
        --ident "$QR_AUTHOR_NAME <$QR_AUTHOR_EMAIL>") ||
     die "cannot make the series' commits (see above)"
+# Edits by hand are never thrown away, nor carried into another commit.
+refuse_edits() {
+    local dirty
+    dirty=$(git status --porcelain --untracked-files=no)
+    [ -z "$dirty" ] ||
+        die "edits by hand in $QR_TREE: fold them in with scripts/fixup.sh PATCH
+(or drop them with 'git -C $QR_TREE checkout -- .'):
+$dirty"
+}
+# The series lives on master: a prefix walk that was stopped midway
+# (scripts/check-prefixes.sh) leaves the tree on one of its commits.
+if ! git symbolic-ref -q HEAD >/dev/null; then
+    refuse_edits
+    info "back from $(git log -1 --format='"%s"') to master"
+    git checkout -q master
+fi
 if [ "$(git rev-parse HEAD)" = "$head" ]; then
     info "tree up to date: $(git rev-list --count baseline..HEAD) patches"
     exit 0
 fi
-dirty=$(git status --porcelain --untracked-files=no)
-[ -z "$dirty" ] ||
-    die "edits by hand in $QR_TREE: fold them in with scripts/fixup.sh PATCH
-(or drop them with 'git -C $QR_TREE checkout -- .'):
-$dirty"
+refuse_edits
 step "Moving $QR_TREE to the series ($(git rev-list --count baseline.."$head") patches)"
 git reset -q --hard "$head"
